@@ -1,0 +1,34 @@
+# Every target builds .venv on first use (or when pyproject.toml changes), so a fresh clone needs nothing by hand.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench zoo clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/kinetoscope demo
+
+lint: venv
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+test: venv lint
+	$(BIN)/python -m pytest -q -n 2 --durations=15
+
+bench: venv
+	$(BIN)/python benchmarks/run_all.py
+
+zoo: venv
+	$(BIN)/kinetoscope models --format markdown
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache

@@ -1,0 +1,132 @@
+"""Multi-head self-attention on ``F.scaled_dot_product_attention``.
+
+One attention for every family. Two hooks cover what the papers need beyond plain MHSA:
+
+* ``attn_bias``: an additive term inside the softmax (relative position bias, shifted-window mask,
+  CSTransformer's ``alpha * A_{i-1}``), broadcast to ``(B, heads, N, M)``.
+* ``return_logits``: also return the pre-softmax logits ``A = Q K^T / sqrt(d)`` (without the bias),
+  which CSTransformer's cross-stage attention feeds to the next block. That path computes the
+  attention explicitly (the fused kernel never materialises ``A``).
+
+Parameter names (``qkv``, ``proj``) follow timm so 2D checkpoints load without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    attn_bias: Tensor | None = None,
+    dropout_p: float = 0.0,
+    return_logits: bool = False,
+    scale: float | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """softmax(q k^T * scale + attn_bias) v for ``q: (..., N, d)``, ``k, v: (..., M, d)``.
+
+    Returns ``(out, logits)`` where ``logits`` is ``q k^T * scale`` (before the bias) when
+    ``return_logits`` is set, else ``None``.
+    """
+    if not return_logits:
+        if attn_bias is not None:
+            attn_bias = attn_bias.to(q.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
+        return out, None
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    logits = (q * scale) @ k.transpose(-2, -1)  # (..., N, M)
+    attn = logits if attn_bias is None else logits + attn_bias
+    attn = attn.softmax(dim=-1)
+    if dropout_p > 0.0:
+        attn = F.dropout(attn, p=dropout_p)
+    return attn @ v, logits
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over ``(B, N, C)`` tokens."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 8,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        head_dim: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = head_dim or dim // num_heads
+        if head_dim is None and dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        inner = self.num_heads * self.head_dim
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Linear(dim, inner * 3, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(inner, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, N, C) -> q, k, v each (B, heads, N, head_dim)."""
+        B, N, _ = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv.unbind(0)
+
+    def merge_heads(self, x: Tensor) -> Tensor:
+        """(B, heads, N, head_dim) -> (B, N, C) through the output projection."""
+        B, _, N, _ = x.shape
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, N, -1)))
+
+    def forward(
+        self, x: Tensor, attn_bias: Tensor | None = None, return_logits: bool = False
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        q, k, v = self.split_heads(x)
+        drop = self.attn_drop if self.training else 0.0
+        out, logits = attention(q, k, v, attn_bias, drop, return_logits, self.scale)
+        out = self.merge_heads(out)
+        return (out, logits) if return_logits else out
+
+
+class CrossAttention(nn.Module):
+    """Queries from one token set, keys/values from another: ``(B, N, C), (B, M, C) -> (B, N, C)``.
+
+    Used where keys and values are a pooled or gathered set (DualFormer's pyramid priors, STAT's
+    short/long-term keys). Names ``q``, ``kv``, ``proj`` follow PVT/Twins.
+    """
+
+    def __init__(
+        self, dim: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.q = nn.Linear(dim, dim, bias=qkv_bias)
+        self.kv = nn.Linear(dim, dim * 2, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: Tensor, context: Tensor, attn_bias: Tensor | None = None) -> Tensor:
+        B, N, C = x.shape
+        M = context.shape[1]
+        q = self.q(x).reshape(B, N, self.num_heads, self.head_dim).transpose(1, 2)  # (B, h, N, d)
+        kv = self.kv(context).reshape(B, M, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)  # (B, h, M, d)
+        drop = self.attn_drop if self.training else 0.0
+        out, _ = attention(q, k, v, attn_bias, drop, False, self.scale)
+        return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))
+
+
+def dense_attention_reference(q: Tensor, k: Tensor, v: Tensor, attn_bias: Tensor | None = None) -> Tensor:
+    """The textbook formula, for tests of every fused or sparse path."""
+    logits = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5
+    if attn_bias is not None:
+        logits = logits + attn_bias
+    return logits.softmax(-1) @ v

@@ -1,0 +1,21 @@
+"""Model families. Importing this package registers every variant."""
+
+# Families register their variants on import (one line each, added as they land).
+from . import pst  # noqa: F401
+from ._base import VideoModel
+from ._config import ModelConfig, PaperReference
+from ._registry import create_model, get_model_config, list_models, register_model
+from ._weights import load_checkpoint, load_pretrained_2d, read_state_dict
+
+__all__ = [
+    "ModelConfig",
+    "PaperReference",
+    "VideoModel",
+    "create_model",
+    "get_model_config",
+    "list_models",
+    "load_checkpoint",
+    "load_pretrained_2d",
+    "read_state_dict",
+    "register_model",
+]

@@ -1,0 +1,169 @@
+"""Parameters, multiply-adds, latency and memory of a model.
+
+Multiply-adds are counted with ``torch.utils.flop_counter.FlopCounterMode`` on the ``meta`` device:
+no memory is allocated and no arithmetic runs, so a ViT-B video model is counted in milliseconds.
+On ``meta``, ``F.scaled_dot_product_attention`` decomposes into ``bmm``, so attention is counted.
+
+Conventions (GMACs = GFLOPs / 2 in FlopCounterMode's multiply-and-add counting):
+
+* ``gmacs``          every matmul and convolution (fvcore / mmcv style; most video papers);
+* ``gmacs_no_attn``  linear and conv layers only (``mm``/``addmm``/``convolution``); the matmuls
+  between activations (``bmm``: attention scores and their product with values) are left out, as
+  the SCT paper counts.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+ATTENTION_OPS = ("bmm", "baddbmm", "_scaled_dot_product")
+
+
+@dataclass
+class Profile:
+    params_m: float
+    params_no_head_m: float
+    gmacs: float
+    gmacs_no_attn: float
+    input_shape: tuple[int, ...]
+    latency_ms: float | None = None
+    clips_per_s: float | None = None
+    peak_memory_mb: float | None = None
+    device: str | None = None
+    dtype: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def count_params(model: nn.Module, exclude_head: bool = False) -> int:
+    head = getattr(model, "head", None) if exclude_head else None
+    skip = {id(p) for p in head.parameters()} if isinstance(head, nn.Module) else set()
+    return sum(p.numel() for p in model.parameters() if id(p) not in skip)
+
+
+def count_macs(model: nn.Module, input_shape: Sequence[int]) -> tuple[float, float]:
+    """``(GMACs, GMACs without attention matmuls)`` of one forward pass, counted on ``meta``."""
+    meta_model = model if _on_meta(model) else copy.deepcopy(model).to("meta")
+    meta_model.eval()
+    x = torch.zeros(*input_shape, device="meta")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        meta_model(x)
+    by_op = counter.get_flop_counts()["Global"]
+    total = sum(by_op.values())
+    attn = sum(v for op, v in by_op.items() if any(a in str(op) for a in ATTENTION_OPS))
+    return total / 2e9, (total - attn) / 2e9
+
+
+def _on_meta(model: nn.Module) -> bool:
+    p = next(iter(model.parameters()), None)
+    return p is not None and p.device.type == "meta"
+
+
+def profile(
+    model: nn.Module,
+    input_shape: Sequence[int],
+    latency: bool = False,
+    device: str = "cpu",
+    dtype: str = "fp32",
+    repeats: int = 10,
+    warmup: int = 3,
+    compile: bool = False,
+) -> Profile:
+    """Params (M), GMACs and GMACs without attention for ``input_shape = (B, C, T, H, W)``.
+
+    With ``latency=True`` also times the forward pass on ``device`` (median of ``repeats`` after
+    ``warmup`` runs, inference mode) and records peak memory (CUDA only).
+    """
+    gmacs, gmacs_no_attn = count_macs(model, input_shape)
+    result = Profile(
+        params_m=count_params(model) / 1e6,
+        params_no_head_m=count_params(model, exclude_head=True) / 1e6,
+        gmacs=gmacs,
+        gmacs_no_attn=gmacs_no_attn,
+        input_shape=tuple(input_shape),
+    )
+    if latency:
+        if _on_meta(model):
+            raise ValueError("latency needs a model with real weights, not one on the meta device")
+        result.latency_ms, result.peak_memory_mb = _time_forward(
+            model, input_shape, device, dtype, repeats, warmup, compile
+        )
+        result.clips_per_s = input_shape[0] * 1000.0 / result.latency_ms
+        result.device, result.dtype = device, dtype
+    return result
+
+
+def _time_forward(model, input_shape, device, dtype, repeats, warmup, compile) -> tuple[float, float | None]:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda asked for, but CUDA is not available on this machine")
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    model = model.to(dev).eval()
+    run = torch.compile(model) if compile else model
+    x = torch.randn(*input_shape, device=dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    with torch.inference_mode(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        for i in range(warmup + repeats):
+            sync()
+            t0 = time.perf_counter()
+            run(x)
+            sync()
+            if i >= warmup:
+                times.append((time.perf_counter() - t0) * 1000)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
+    return statistics.median(times), peak
+
+
+def paper_comparison(name: str) -> dict:
+    """Our params and GFLOPs beside the paper's, in the paper's conventions, for a registered variant."""
+    from .models import create_model, get_model_config
+
+    cfg = get_model_config(name)
+    ref = cfg.paper
+    head_classes = ref.params_head_classes if ref and ref.params_head_classes else cfg.num_classes
+    with torch.device("meta"):
+        model = create_model(name, num_classes=head_classes)
+    shape = (1, 3, cfg.num_frames, cfg.img_size, cfg.img_size)
+    prof = profile(model, shape)
+    convention = ref.flop_convention if ref else "mac"
+    ours_gflops = {"mac": prof.gmacs, "mac_no_attn": prof.gmacs_no_attn, "flop": 2 * prof.gmacs}[convention]
+    ours_params = prof.params_no_head_m if ref and ref.params_head_classes is None else prof.params_m
+
+    def delta(ours, paper):
+        return None if paper is None else 100.0 * (ours - paper) / paper
+
+    return {
+        "name": name,
+        "input": f"{cfg.num_frames}x{cfg.img_size}",
+        "params_m": round(ours_params, 3),
+        "paper_params_m": ref.params_m if ref else None,
+        "params_delta_pct": _round(delta(ours_params, ref.params_m if ref else None)),
+        "params_scope": (
+            "backbone" if ref and ref.params_head_classes is None else f"with {head_classes}-class head"
+        ),
+        "gflops": round(ours_gflops, 2),
+        "paper_gflops": ref.gflops if ref else None,
+        "gflops_delta_pct": _round(delta(ours_gflops, ref.gflops if ref else None)),
+        "flop_convention": convention,
+        "gmacs": round(prof.gmacs, 2),
+        "gmacs_no_attn": round(prof.gmacs_no_attn, 2),
+        "views": cfg.test_views,
+        "paper_top1": ref.top1 if ref else None,
+        "dataset": ref.dataset if ref else None,
+    }
+
+
+def _round(x):
+    return None if x is None else round(x, 2)
