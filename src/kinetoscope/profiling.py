@@ -150,9 +150,7 @@ def paper_comparison(name: str) -> dict:
         "params_m": round(ours_params, 3),
         "paper_params_m": ref.params_m if ref else None,
         "params_delta_pct": _round(delta(ours_params, ref.params_m if ref else None)),
-        "params_scope": (
-            "backbone" if ref and ref.params_head_classes is None else f"with {head_classes}-class head"
-        ),
+        "params_scope": ("backbone" if ref and ref.params_head_classes is None else f"with {head_classes}-class head"),
         "gflops": round(ours_gflops, 2),
         "paper_gflops": ref.gflops if ref else None,
         "gflops_delta_pct": _round(delta(ours_gflops, ref.gflops if ref else None)),

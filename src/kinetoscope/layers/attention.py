@@ -13,7 +13,6 @@ Parameter names (``qkv``, ``proj``) follow timm so 2D checkpoints load without r
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

@@ -64,8 +64,7 @@ def shifted_window_mask(
     img = torch.zeros(1, T, H, W, 1, device=device)
     label = 0
     slices = [
-        (slice(0, -w), slice(-w, -s), slice(-s, None)) if s > 0 else (slice(None),)
-        for w, s in zip(window, shift)
+        (slice(0, -w), slice(-w, -s), slice(-s, None)) if s > 0 else (slice(None),) for w, s in zip(window, shift)
     ]
     for t in slices[0]:
         for h in slices[1]:
@@ -80,9 +79,9 @@ def shifted_window_mask(
 def relative_position_index(window: Sequence[int]) -> Tensor:
     """``(N, N)`` index into a ``(2wt-1)(2wh-1)(2ww-1)`` bias table; the 2D case equals timm's Swin."""
     wt, wh, ww = window
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(wt), torch.arange(wh), torch.arange(ww), indexing="ij")
-    ).flatten(1)  # (3, N)
+    coords = torch.stack(torch.meshgrid(torch.arange(wt), torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(
+        1
+    )  # (3, N)
     rel = coords[:, :, None] - coords[:, None, :]  # (3, N, N)
     rel = rel.permute(1, 2, 0) + torch.tensor([wt - 1, wh - 1, ww - 1])
     return rel[..., 0] * (2 * wh - 1) * (2 * ww - 1) + rel[..., 1] * (2 * ww - 1) + rel[..., 2]
@@ -117,9 +116,9 @@ class RelativePositionBias(nn.Module):
 
     def _index_for(self, window: tuple[int, int, int]) -> Tensor:
         wt, wh, ww = self.window
-        coords = torch.stack(
-            torch.meshgrid(*(torch.arange(n) for n in window), indexing="ij"), dim=0
-        ).flatten(1)  # (3, N)
+        coords = torch.stack(torch.meshgrid(*(torch.arange(n) for n in window), indexing="ij"), dim=0).flatten(
+            1
+        )  # (3, N)
         rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
         rel = rel + torch.tensor([wt - 1, wh - 1, ww - 1])
         index = rel[..., 0] * (2 * wh - 1) * (2 * ww - 1) + rel[..., 1] * (2 * ww - 1) + rel[..., 2]

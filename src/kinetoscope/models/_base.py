@@ -64,11 +64,7 @@ class VideoModel(nn.Module):
 
     def no_weight_decay(self) -> set[str]:
         """Names of parameters that should take no weight decay (embeddings, tokens, bias tables)."""
-        return {
-            name
-            for name, _ in self.named_parameters()
-            if any(k in name for k in NO_WEIGHT_DECAY_KEYWORDS)
-        }
+        return {name for name, _ in self.named_parameters() if any(k in name for k in NO_WEIGHT_DECAY_KEYWORDS)}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         """Recompute block activations in the backward pass (activation checkpointing)."""

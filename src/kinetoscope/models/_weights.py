@@ -63,7 +63,9 @@ def _drop_mismatched_head(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, 
     out = {}
     for k, v in sd.items():
         if k.startswith("head.") and k in own and own[k].shape != v.shape:
-            log.info("dropping %s: checkpoint %s vs model %s (different num_classes)", k, tuple(v.shape), tuple(own[k].shape))
+            log.info(
+                "dropping %s: checkpoint %s vs model %s (different num_classes)", k, tuple(v.shape), tuple(own[k].shape)
+            )
             continue
         out[k] = v
     return out
