@@ -18,8 +18,8 @@ demo: venv
 	$(BIN)/kinetoscope demo
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 test: venv lint
 	$(BIN)/python -m pytest -q -n 2 --durations=15
@@ -28,7 +28,7 @@ bench: venv
 	$(BIN)/python benchmarks/run_all.py
 
 zoo: venv
-	$(BIN)/kinetoscope models --format markdown
+	$(BIN)/python scripts/update_readme_zoo.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
