@@ -18,8 +18,8 @@ demo: venv
 	$(BIN)/kinetoscope demo
 
 lint: venv
-	$(BIN)/ruff check src tests benchmarks scripts
-	$(BIN)/ruff format --check src tests benchmarks scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: venv lint
 	$(BIN)/python -m pytest -q -n 2 --durations=15

@@ -103,27 +103,54 @@ def profile(
 
 
 def _time_forward(model, input_shape, device, dtype, repeats, warmup, compile) -> tuple[float, float | None]:
+    result = compare_latency({"model": model}, input_shape, device, dtype, repeats, warmup, compile)
+    return result["model"]
+
+
+def compare_latency(
+    models: dict[str, nn.Module],
+    input_shape: Sequence[int],
+    device: str = "cpu",
+    dtype: str = "fp32",
+    repeats: int = 10,
+    warmup: int = 3,
+    compile: bool = False,
+) -> dict[str, tuple[float, float | None]]:
+    """``{name: (median forward ms, peak CUDA MiB or None)}`` for models timed side by side.
+
+    Repeats are interleaved (model A, B, C, A, B, C, ...) so drift in machine load falls on all models
+    alike; ratios between them are the honest quantity to report.
+    """
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda asked for, but CUDA is not available on this machine")
     amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    model = model.to(dev).eval()
-    run = torch.compile(model) if compile else model
     x = torch.randn(*input_shape, device=dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
-    times = []
+    runs = {}
+    for name, model in models.items():
+        model = model.to(dev).eval()
+        runs[name] = torch.compile(model) if compile else model
+    times: dict[str, list[float]] = {name: [] for name in models}
+    peaks: dict[str, float | None] = dict.fromkeys(models)
     with torch.inference_mode(), torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        for i in range(warmup + repeats):
+        for name, run in runs.items():  # warm-up, and peak memory of each model alone
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(dev)
+            for _ in range(warmup):
+                run(x)
             sync()
-            t0 = time.perf_counter()
-            run(x)
-            sync()
-            if i >= warmup:
-                times.append((time.perf_counter() - t0) * 1000)
-    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
-    return statistics.median(times), peak
+            if dev.type == "cuda":
+                peaks[name] = torch.cuda.max_memory_allocated(dev) / 2**20
+        for _ in range(repeats):
+            for name, run in runs.items():
+                sync()
+                t0 = time.perf_counter()
+                run(x)
+                sync()
+                times[name].append((time.perf_counter() - t0) * 1000)
+    return {name: (statistics.median(t), peaks[name]) for name, t in times.items()}
 
 
 def paper_comparison(name: str) -> dict:
