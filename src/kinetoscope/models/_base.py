@@ -19,6 +19,7 @@ NO_WEIGHT_DECAY_KEYWORDS = (
     "cls_token",
     "relative_position_bias_table",
     "token",
+    "time_embed",
     "alpha",
     "beta",
 )

@@ -10,7 +10,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INCEPTION_MEAN = (0.5, 0.5, 0.5)
 INCEPTION_STD = (0.5, 0.5, 0.5)
 
-# How a paper counts FLOPs (see docs/flops.md):
+# How a paper counts FLOPs (docs/flops.md has the evidence for each paper):
 #   "mac"         reported GFLOPs are multiply-adds of every op (fvcore / mmcv style)
 #   "mac_no_attn" multiply-adds of linear and conv layers only; attention matmuls not counted (SCT)
 #   "flop"        multiply and add counted separately, i.e. 2 x MAC (CSTransformer)
