@@ -64,6 +64,19 @@ def test_grad_checkpointing_gives_the_same_gradients(name):
 
 
 @pytest.mark.parametrize("name", ALL)
+def test_output_depends_on_frame_order(name):
+    """Necessary for temporal modelling (the synthetic direction-of-time benchmark is the real proof)."""
+    frames, size = get_model_config(name).min_input
+    model = create_model(name, num_classes=5, num_frames=frames, img_size=size).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # zero-initialised embeddings would hide what training can learn
+            if not p.any():
+                p.normal_(std=0.02)
+        x = _input(name, batch=1)
+        assert (model(x) - model(x.flip(2))).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_wrong_layout_is_named(name):
     frames, size = get_model_config(name).min_input
     model = create_model(name, num_classes=3, num_frames=frames, img_size=size)
