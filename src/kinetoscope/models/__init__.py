@@ -1,7 +1,10 @@
 """Model families. Importing this package registers every variant."""
 
 # Families register their variants on import (one line each, added as they land).
-from . import pst  # noqa: F401
+from . import (
+    pst,  # noqa: F401
+    stat,  # noqa: F401
+)
 from ._base import VideoModel
 from ._config import ModelConfig, PaperReference
 from ._registry import create_model, get_model_config, list_models, register_model

@@ -1,0 +1,532 @@
+"""STAT: Shrinking Temporal Attention Transformer.
+
+Li, Xiong, Han, Guo. "Shrinking Temporal Attention in Transformers for Video Action Recognition",
+AAAI 2022. Trained from scratch; no public code exists and the appendix with the network table is
+not in our copy, so the skeleton below is a reconstruction (every choice is listed, with the FLOP
+arithmetic that fixed it).
+
+The model (paper Fig. 2):
+
+* Token embedding: three plain 3D convolutions, kernels 3x3x3, strides (2,2,2), (1,2,2), (1,2,2)
+  (Table 5) -> ``n_t x n_h x n_w x n_c = T/2 x H/8 x W/8 x 192``; one learnable spatial class token per
+  frame; a spatial and a temporal position embedding (separate, resampled when the input differs).
+* 15 STA blocks in 3 stages, ``X_a = X + STA(LN(X))``, ``X_out = X_a + MLP(LN(X_a))`` (Eq. 9-10).
+* Shrinking Temporal Attention (Eq. 1-8), per frame ``i`` and for its ``1 + h w`` queries:
+
+  - current attention (CA): the frame's patch keys/values pooled by a learned conv ``P_CA`` (Eq. 2);
+    queries are pooled only at the blocks that halve the resolution;
+  - short-term attention (SA): ``K_SA = AvgPool2d(K_CA)`` (Eq. 3) of the ``t_o - 1`` neighbouring
+    frames ``i - t_o//2 .. i + t_o//2`` without frame ``i`` itself;
+  - long-term attention (LA): the class-token keys/values of all ``n_t`` frames (Eq. 4-6);
+  - one softmax over the concatenation ``[K_CA, K_SA, K_LA]`` (Eq. 7-8): a single
+    ``scaled_dot_product_attention`` call over all frames at once, the neighbour frames gathered by
+    an index table (no loop over frames).
+
+* Temporal aggregation: a video class token attends over the frames' class tokens in ``l_ta``
+  transformer layers (``l_ta = 0``: average of the class tokens, Table 4); LayerNorm, dropout, linear.
+
+Reconstruction (where the paper is silent) -- MViT-B 16x4 (Fan et al. 2021) with its first stage
+(patch embedding + 1 block at 56x56, dim 96) replaced by the conv stem. The paper's own words fit it:
+15 blocks in 3 stages, "expand the dimension 2x through MLP and pool the resolution 4x between
+stages" is MViT-v1's transition, pooling "implemented with convolution", MViT's training recipe and
+test views, and Table 5's one-conv stem (kernel (3,7,7), stride (2,4,4)) is exactly MViT-B's patch
+embedding. Choices:
+
+* Stages ``(depth, dim, heads) = (2, 192, 2), (11, 384, 4), (2, 768, 8)`` (MViT-B's stages 2-4,
+  head dim 96). The last block of a stage widens in its MLP (``fc2: 4C -> 2C``) with a linear
+  projection on the skip path; the first block of the next stage pools Q with stride (1, 2, 2)
+  (class token kept apart), and its skip path with max-pooling (1,3,3)/(1,2,2), as MViT-v1.
+* ``P_CA``: depthwise conv, kernel (1, 3, 3) shared by the heads, then LayerNorm over the head dim
+  (MViT-v1's pooling, but 2D: the paper keeps CA within a frame and says "the clip length remains the
+  same"). K/V stride 4, 2, 1 in the three stages (MViT's adaptive KV stride): 7x7 = 49 CA keys per
+  frame at 224. The class-token keys pass through the same LayerNorm (MViT normalises the pooled
+  sequence with its class token).
+* ``P_SA``: ``avg_pool2d`` kernel = stride = 2 with ``ceil_mode`` -> 4x4 = 16 keys per neighbour frame
+  from the 7x7 CA map. The paper only says "2D-Avgpooling". Arithmetic: the SA attention costs
+  ``2 * n_t * sum_blocks(N_q * C) * n_SA`` MACs per neighbour frame; with ``sum(N_q * C) =
+  2*785*192 + 11*197*384 + 2*50*768 = 1.21 M`` and ``n_t = 8`` that is ``19.4 M * n_SA``. Table 1's
+  SA delta (+0.8 G for 2 neighbours at T=16) gives ``n_SA ~ 21``; Table 2's slope (+1.45 G per 2
+  more neighbours at T=32) gives ``n_SA ~ 19``. 3x3 = 9 (floor) or 5x5 = 25 (kernel 3, stride 1) are
+  further off than 4x4 = 16 (ours: +0.62 G and +1.24 G).
+* Class token in CA: without LA (ablations ``"CA"``, ``"CA+SA"``) a frame's queries also see their own
+  class-token key (MViT keeps the class token among the pooled keys); with LA that key is part of
+  ``K_LA``, so it is never counted twice.
+* Boundary frames of the short-term window (``sa_boundary``): ``"skip"`` (default) leaves the missing
+  neighbours out (their keys get an additive ``-inf``, so the softmax is over the frames that exist,
+  as zero padding would not be); ``"clamp"`` replicates the edge frames (the first frame's left
+  neighbour is the first frame itself); ``"cyclic"`` wraps around the clip.
+* Stem: conv -> BatchNorm3d -> ReLU for all but the last conv, which is a plain conv with bias (the
+  token projection). Hidden widths 64 and 128 (unknown in the paper), chosen to land the FLOPs
+  (see below). Table 5 ablation (``stem_convs``): ``1`` = MViT-B's patch embedding (3,7,7)/(2,4,4)
+  to 56x56x96, followed by MViT-B's first-stage block (1 block, dim 96, 1 head): the transformer block
+  the three convs replaced. ``5`` as printed (a second temporal stride 2 and a total spatial stride 32)
+  contradicts ``n_t = T/2`` and the paper's "computational overhead approximately the same"; we read it
+  as three convs plus two more (3x3x3 stride 1, 192 -> 192; stride (1,2,2), 192 -> 384) that replace
+  stage 1's two STA blocks and hand the 14x14 grid to stage 2 (9.4 vs 7.3 GMACs replaced).
+* Position embeddings: MViT's separate embeddings, ``pos_embed_spatial (h w, C)`` added to the patches,
+  ``pos_embed_class (1, C)`` to every frame's class token, ``pos_embed_temporal (n_t, C)`` to all tokens
+  of a frame (class token included, so LA's keys know their frame).
+* Global embedding ablation (Table 3, ``global_embed="avgpool"``): no class tokens; LA's keys/values of a
+  frame are the spatial mean of its keys/values; the temporal aggregation takes each frame's mean token.
+* Temporal aggregation layer: a full pre-norm transformer layer (MHSA + 4x MLP, 8 heads at 768) over
+  ``[x_cls, cls_1 .. cls_nt]``; head dropout 0.5 and drop path 0.2 as MViT-B.
+
+FLOPs (MACs, fvcore convention, as MViT whose numbers the paper compares with; ``count_macs``), per
+view at 224, T=16 -> ``n_t = 8``: stem 10.2 G (``8*112^2*64*81 + 8*56^2*128*64*27 + 8*28^2*192*128*27``),
+stage 1 7.2 G, stage 2 35.3 G, stage 3 7.8 G, attention of CA/SA/LA inside those ~2 G, temporal
+aggregation and head < 0.01 G. ``stat_16`` 59.3 G vs 59.2 (paper), ``stat_32`` 120 vs 120.2,
+``stat_64`` 242 vs 241.3; the CA / CA+SA / CA+LA / all ablation at T=16 moves as Table 1 does
+(tests/test_stat.py checks all of it). Parameters are not reported by the paper; ours are ~41 M.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..layers import (
+    Attention,
+    DropPath,
+    Mlp,
+    attention,
+    check_video_input,
+    drop_path_schedule,
+    resample_1d,
+    resample_2d,
+)
+from ._base import VideoModel, init_weights_trunc_normal
+from ._config import ModelConfig, PaperReference
+from ._registry import register_model
+
+Boundary = Literal["skip", "clamp", "cyclic"]
+GlobalEmbed = Literal["cls_token", "avgpool"]
+COMPONENTS = ("CA", "CA+SA", "CA+LA", "CA+SA+LA")
+
+CITATION = "Li, Xiong, Han, Guo, Shrinking Temporal Attention in Transformers for Video Action Recognition, AAAI 2022"
+
+
+def neighbour_frames(num_frames: int, t_o: int, boundary: Boundary, device=None) -> tuple[Tensor, Tensor | None]:
+    """Short-term window of every frame: ``(idx (T, t_o - 1), valid (T, t_o - 1) or None)``.
+
+    Row ``i`` lists frames ``i - t_o//2 .. i + t_o//2`` without ``i`` (paper, Short-Term Attention),
+    mapped into the clip by ``boundary``; ``valid`` marks the neighbours that exist (``"skip"`` only).
+    """
+    check_window(t_o, boundary)
+    r = t_o // 2
+    rows = [[i + o for o in range(-r, r + 1) if o != 0] for i in range(num_frames)]  # (T, t_o - 1)
+    if boundary == "cyclic":
+        rows = [[j % num_frames for j in row] for row in rows]
+    valid = None
+    if boundary == "skip" and t_o > 1:
+        valid = torch.tensor([[0 <= j < num_frames for j in row] for row in rows], device=device)
+    rows = [[min(max(j, 0), num_frames - 1) for j in row] for row in rows]  # "clamp" (and skip's fill)
+    return torch.tensor(rows, dtype=torch.long, device=device).reshape(num_frames, t_o - 1), valid
+
+
+def check_window(t_o: int, boundary: str) -> None:
+    if t_o < 1 or t_o % 2 == 0:
+        raise ValueError(f"t_o must be an odd window size >= 1 (3, 5, 7 in the paper), got {t_o}")
+    if boundary not in ("skip", "clamp", "cyclic"):
+        raise ValueError(f"sa_boundary must be 'skip', 'clamp' or 'cyclic', got {boundary!r}")
+
+
+def parse_components(components: str) -> tuple[bool, bool]:
+    """``"CA+SA+LA"`` -> ``(short_term, long_term)``; current attention is always on (Table 1)."""
+    parts = set(components.replace(" ", "").upper().split("+"))
+    if "CA" not in parts or not parts <= {"CA", "SA", "LA"}:
+        raise ValueError(f"attention must be one of {COMPONENTS}, got {components!r}")
+    return "SA" in parts, "LA" in parts
+
+
+# ------------------------------------------------------------------------------------------- blocks
+class AttentionPool(nn.Module):
+    """MViT-style pooling of per-head tokens within each frame: depthwise conv (1 x k x k, stride s),
+    shared by the heads, then LayerNorm over the head dim. The prefix (class) token skips the conv.
+
+    ``(BT, heads, prefix + h*w, d) -> (BT, heads, prefix + h'*w', d)``.
+    """
+
+    def __init__(self, head_dim: int, stride: int, kernel: int = 3) -> None:
+        super().__init__()
+        self.stride = stride
+        self.pool = nn.Conv2d(head_dim, head_dim, kernel, stride, kernel // 2, groups=head_dim, bias=False)
+        self.norm = nn.LayerNorm(head_dim)
+
+    def forward(self, x: Tensor, grid: tuple[int, int], prefix: int) -> tuple[Tensor, tuple[int, int]]:
+        BT, heads = x.shape[:2]
+        cls, patches = x[:, :, :prefix], x[:, :, prefix:]
+        patches = rearrange(patches, "b n (h w) d -> (b n) d h w", h=grid[0], w=grid[1])
+        patches = self.pool(patches)  # (BT*heads, d, h', w')
+        grid = (patches.shape[-2], patches.shape[-1])
+        patches = rearrange(patches, "(b n) d h w -> b n (h w) d", n=heads)
+        return self.norm(torch.cat([cls, patches], dim=2)), grid
+
+
+class ShrinkingTemporalAttention(Attention):
+    """STA (Eq. 1-8) on ``(B, T, prefix + h*w, C)`` tokens; ``prefix`` is 1 (class token) or 0 (avgpool).
+
+    Returns ``(B, T, prefix + h'*w', C)`` with ``(h', w')`` the grid after Q pooling (``q_stride``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        kv_stride: int = 1,
+        q_stride: int = 1,
+        t_o: int = 3,
+        short_term: bool = True,
+        long_term: bool = True,
+        sa_pool: int = 2,
+        sa_boundary: Boundary = "skip",
+        global_embed: GlobalEmbed = "cls_token",
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop)
+        check_window(t_o, sa_boundary)
+        if global_embed not in ("cls_token", "avgpool"):
+            raise ValueError(f"global_embed must be 'cls_token' or 'avgpool', got {global_embed!r}")
+        self.t_o, self.short_term, self.long_term = t_o, short_term and t_o > 1, long_term
+        self.sa_pool, self.sa_boundary, self.global_embed = sa_pool, sa_boundary, global_embed
+        self.pool_q = AttentionPool(self.head_dim, q_stride) if q_stride > 1 else None
+        self.pool_k = AttentionPool(self.head_dim, kv_stride)
+        self.pool_v = AttentionPool(self.head_dim, kv_stride)
+
+    @property
+    def prefix(self) -> int:
+        return 1 if self.global_embed == "cls_token" else 0
+
+    def project(self, x: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, tuple[int, int], int]:
+        """Eq. 1-2: ``q (BT, h, prefix + Nq, d)``, ``k, v (BT, h, 1 + N_CA, d)`` -- the first key/value
+        of every frame is its global embedding (class token or spatial mean) -- the query grid and
+        the CA grid's width (``N_CA = h_ca * w_ca``)."""
+        q, k, v = self.split_heads(rearrange(x, "b t n c -> (b t) n c"))  # (BT, heads, prefix + h*w, d)
+        if self.prefix == 0:  # global embedding of the keys/values = their spatial mean (Table 3)
+            k, v = torch.cat([k.mean(2, keepdim=True), k], 2), torch.cat([v.mean(2, keepdim=True), v], 2)
+        q_grid = grid
+        if self.pool_q is not None:
+            q, q_grid = self.pool_q(q, grid, self.prefix)
+        k, kv_grid = self.pool_k(k, grid, 1)
+        v, _ = self.pool_v(v, grid, 1)
+        return q, k, v, q_grid, kv_grid
+
+    def short_term_pool(self, x: Tensor, kv_grid: tuple[int, int]) -> Tensor:
+        """Eq. 3: ``(BT, h, N_CA, d) -> (BT, h, N_SA, d)`` by 2D average pooling."""
+        heads = x.shape[1]
+        x = rearrange(x, "b n (h w) d -> (b n) d h w", h=kv_grid[0], w=kv_grid[1])
+        x = F.avg_pool2d(x, self.sa_pool, self.sa_pool, ceil_mode=True)
+        return rearrange(x, "(b n) d h w -> b n (h w) d", n=heads)
+
+    def gather_keys(self, k: Tensor, kv_grid: tuple[int, int], T: int) -> tuple[Tensor, Tensor | None]:
+        """Eq. 4-7 for keys or values ``(BT, h, 1 + N_CA, d)`` -> ``(BT, h, M, d)`` and the additive bias
+        ``(BT, 1, 1, M)`` that removes missing short-term frames (``None`` when none is missing)."""
+        g, k_ca = k[:, :, :1], k[:, :, 1:]  # global embedding (BT, h, 1, d); CA keys (BT, h, N_CA, d)
+        parts = [k_ca]
+        bias = None
+        if self.short_term:
+            k_sa = rearrange(self.short_term_pool(k_ca, kv_grid), "(b t) h n d -> b t h n d", t=T)
+            idx, valid = neighbour_frames(T, self.t_o, self.sa_boundary, k.device)
+            k_sa = k_sa[:, idx]  # (B, T, t_o - 1, h, N_SA, d): neighbours of every frame
+            parts.append(rearrange(k_sa, "b t w h n d -> (b t) h (w n) d"))
+            if valid is not None:
+                n_sa = k_sa.shape[-2]
+                sa_bias = torch.zeros(valid.shape, dtype=k.dtype, device=k.device).masked_fill(~valid, float("-inf"))
+                bias = sa_bias.repeat_interleave(n_sa, dim=1)  # (T, (t_o - 1) * N_SA)
+        if self.long_term:
+            g = rearrange(g, "(b t) h one d -> b one h t d", t=T)  # every frame sees all T class tokens
+            parts.append(rearrange(g.expand(-1, T, -1, -1, -1), "b t h s d -> (b t) h s d"))
+        else:
+            parts.append(g)  # a frame's own global key only (CA with the class token, as MViT)
+        keys = torch.cat(parts, dim=2)
+        if bias is not None:
+            n_ca, n_rest = k_ca.shape[2], keys.shape[2] - k_ca.shape[2] - bias.shape[1]
+            bias = F.pad(bias, (n_ca, n_rest))  # zeros for CA and LA keys: (T, M)
+            bias = bias[None].expand(keys.shape[0] // T, -1, -1).reshape(keys.shape[0], 1, 1, -1)
+        return keys, bias
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        B, T = x.shape[:2]
+        q, k, v, q_grid, kv_grid = self.project(x, grid)
+        k, bias = self.gather_keys(k, kv_grid, T)
+        v, _ = self.gather_keys(v, kv_grid, T)
+        drop = self.attn_drop if self.training else 0.0
+        out, _ = attention(q, k, v, bias, drop, False, self.scale)  # Eq. 8: one softmax over [CA, SA, LA]
+        return rearrange(self.merge_heads(out), "(b t) n c -> b t n c", t=T)
+
+
+class STABlock(nn.Module):
+    """Eq. 9-10 with MViT-v1's stage transitions: ``dim_out != dim`` widens in the MLP (skip through a
+    linear), ``q_stride > 1`` pools the queries and max-pools the skip path."""
+
+    def __init__(
+        self,
+        dim: int,
+        dim_out: int,
+        num_heads: int,
+        kv_stride: int,
+        q_stride: int = 1,
+        mlp_ratio: float = 4.0,
+        drop_path: float = 0.0,
+        **sta_kwargs,
+    ) -> None:
+        super().__init__()
+        self.q_stride = q_stride
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = ShrinkingTemporalAttention(dim, num_heads, kv_stride, q_stride, **sta_kwargs)
+        self.prefix = self.attn.prefix
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), dim_out)
+        self.proj = nn.Linear(dim, dim_out) if dim_out != dim else None
+
+    def output_grid(self, grid: tuple[int, int]) -> tuple[int, int]:
+        s = self.q_stride
+        return ((grid[0] - 1) // s + 1, (grid[1] - 1) // s + 1)  # kernel 3, padding 1
+
+    def _pool_skip(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        if self.q_stride == 1:
+            return x
+        B, T, _, C = x.shape
+        cls, patches = x[:, :, : self.prefix], x[:, :, self.prefix :]
+        patches = rearrange(patches, "b t (h w) c -> (b t) c h w", h=grid[0], w=grid[1])
+        s = self.q_stride
+        patches = F.max_pool2d(patches, s + 1, s, (s + 1) // 2)  # (BT, C, h', w')
+        return torch.cat([cls, rearrange(patches, "(b t) c h w -> b t (h w) c", t=T)], dim=2)
+
+    def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
+        x = self._pool_skip(x, grid) + self.drop_path(self.attn(self.norm1(x), grid))
+        y = self.norm2(x)
+        skip = x if self.proj is None else self.proj(y)
+        return skip + self.drop_path(self.mlp(y))
+
+
+class TemporalAggregation(nn.Module):
+    """A video class token and ``depth`` pre-norm transformer layers over ``[x_cls, cls_1 .. cls_T]``."""
+
+    def __init__(self, dim: int, num_heads: int, depth: int = 1, mlp_ratio: float = 4.0, qkv_bias: bool = True):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.layers = nn.ModuleList(
+            nn.ModuleDict(
+                dict(
+                    norm1=nn.LayerNorm(dim, eps=1e-6),
+                    attn=Attention(dim, num_heads, qkv_bias),
+                    norm2=nn.LayerNorm(dim, eps=1e-6),
+                    mlp=Mlp(dim, int(dim * mlp_ratio)),
+                )
+            )
+            for _ in range(depth)
+        )
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, T, C) -> (B, 1 + T, C)`` with the video class token first."""
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        for layer in self.layers:
+            x = x + layer["attn"](layer["norm1"](x))
+            x = x + layer["mlp"](layer["norm2"](x))
+        return x
+
+
+def conv_stem(in_chans: int, layers: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> nn.Sequential:
+    """Plain 3D convolutions ``(out_channels, kernel, stride)``: conv-BN-ReLU, the last a conv with bias."""
+    mods: list[nn.Module] = []
+    c = in_chans
+    for i, (c_out, kernel, stride) in enumerate(layers):
+        last = i == len(layers) - 1
+        pad = tuple(k // 2 for k in kernel)
+        mods.append(nn.Conv3d(c, c_out, tuple(kernel), tuple(stride), pad, bias=last))
+        if not last:
+            mods += [nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+        c = c_out
+    return nn.Sequential(*mods)
+
+
+# Table 5: the token-embedding block with 1, 3 or 5 convolutions (channels, kernel, stride), and the
+# STA stages ``(depth, dim, heads)`` that follow it (see the module docstring for 1 and 5).
+STEMS = {
+    1: ([(96, (3, 7, 7), (2, 4, 4))], ((1, 96, 1), (2, 192, 2), (11, 384, 4), (2, 768, 8))),
+    3: (
+        [(64, (3, 3, 3), (2, 2, 2)), (96, (3, 3, 3), (1, 2, 2)), (192, (3, 3, 3), (1, 2, 2))],
+        ((2, 192, 2), (11, 384, 4), (2, 768, 8)),
+    ),
+    5: (
+        [
+            (64, (3, 3, 3), (2, 2, 2)),
+            (96, (3, 3, 3), (1, 2, 2)),
+            (192, (3, 3, 3), (1, 2, 2)),
+            (192, (3, 3, 3), (1, 1, 1)),
+            (384, (3, 3, 3), (1, 2, 2)),
+        ],
+        ((11, 384, 4), (2, 768, 8)),
+    ),
+}
+
+
+class STAT(VideoModel):
+    """Shrinking Temporal Attention Transformer: conv stem, STA stages, temporal aggregation, head.
+
+    Ablation arguments: ``attention`` (Table 1), ``t_o`` (Table 2), ``global_embed`` (Table 3), ``l_ta``
+    (Table 4), ``stem_convs`` (Table 5); ``sa_boundary`` and ``sa_pool`` are our choices (docstring).
+    ``stem`` / ``stages`` override the Table 5 presets (``stat_nano`` uses them).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 400,
+        num_frames: int = 16,
+        img_size: int = 224,
+        in_chans: int = 3,
+        t_o: int = 3,
+        attention: str = "CA+SA+LA",
+        global_embed: GlobalEmbed = "cls_token",
+        l_ta: int = 1,
+        stem_convs: int = 3,
+        stem: Sequence[tuple[int, Sequence[int], Sequence[int]]] | None = None,
+        stages: Sequence[tuple[int, int, int]] | None = None,
+        kv_pool_size: int = 7,
+        kv_stride: int | None = None,
+        sa_pool: int = 2,
+        sa_boundary: Boundary = "skip",
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.2,
+        head_drop_rate: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if stem_convs not in STEMS:
+            raise ValueError(f"stem_convs must be 1, 3 or 5 (Table 5), got {stem_convs}")
+        if l_ta < 0:
+            raise ValueError(f"l_ta must be >= 0, got {l_ta}")
+        short_term, long_term = parse_components(attention)
+        stem = list(stem or STEMS[stem_convs][0])
+        stages = list(stages or STEMS[stem_convs][1])
+        if stem[-1][0] != stages[0][1]:
+            raise ValueError(f"the stem ends at {stem[-1][0]} channels but the first stage is {stages[0][1]} wide")
+        self.num_classes, self.in_chans, self.global_embed, self.l_ta = num_classes, in_chans, global_embed, l_ta
+        self.stem = conv_stem(in_chans, stem)
+        st = [1, 1, 1]
+        for _, _, stride in stem:
+            st = [a * b for a, b in zip(st, stride)]
+        self.stem_stride = tuple(st)
+        self.grid = (img_size // st[1], img_size // st[2])  # token grid of the built size
+        self.num_tokens_t = -(-num_frames // st[0])
+        dim0 = stages[0][1]
+        self.prefix = 1 if global_embed == "cls_token" else 0
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 1, dim0)) if self.prefix else None
+        self.pos_embed_spatial = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], dim0))
+        self.pos_embed_temporal = nn.Parameter(torch.zeros(1, self.num_tokens_t, dim0))
+        self.pos_embed_class = nn.Parameter(torch.zeros(1, 1, dim0)) if self.prefix else None
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        # K/V stride of the first stage brings the built grid to kv_pool_size (MViT's adaptive KV stride:
+        # 4 for 28x28, 8 for 56x56 at 224), halved at every stage that halves the grid.
+        if kv_stride is None:
+            kv_stride = max(1, self.grid[0] // kv_pool_size)
+        depth = sum(d for d, _, _ in stages)
+        dpr = drop_path_schedule(drop_path_rate, depth)
+        sta = dict(
+            t_o=t_o, short_term=short_term, long_term=long_term, sa_pool=sa_pool, sa_boundary=sa_boundary,
+            global_embed=global_embed, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate,
+        )  # fmt: skip
+        blocks = []
+        for s, (d, dim, heads) in enumerate(stages):
+            for j in range(d):
+                q_stride = 2 if (s > 0 and j == 0) else 1
+                if q_stride > 1:
+                    kv_stride = max(1, kv_stride // 2)
+                dim_out = stages[s + 1][1] if (j == d - 1 and s + 1 < len(stages)) else dim
+                blocks.append(STABlock(dim, dim_out, heads, kv_stride, q_stride, mlp_ratio, dpr[len(blocks)], **sta))
+        self.blocks = nn.ModuleList(blocks)
+        self.num_features = stages[-1][1]
+        self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
+        self.temporal_agg = TemporalAggregation(self.num_features, stages[-1][2], l_ta, mlp_ratio) if l_ta else None
+        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        for p in (self.cls_token, self.pos_embed_spatial, self.pos_embed_temporal, self.pos_embed_class):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02)
+        self.apply(init_weights_trunc_normal)
+
+    def _embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """Token embedding block: ``(B, 3, T, H, W) -> (B, n_t, prefix + n_h n_w, C)`` with position
+        embeddings (resampled when the input is not the built size)."""
+        x = self.stem(x)  # (B, C, n_t, n_h, n_w)
+        B, C, T, H, W = x.shape
+        x = rearrange(x, "b c t h w -> b t (h w) c")
+        x = x + resample_2d(self.pos_embed_spatial, self.grid, (H, W))[:, None]
+        if self.cls_token is not None:
+            cls = (self.cls_token + self.pos_embed_class[:, None]).expand(B, T, -1, -1)  # (B, T, 1, C)
+            x = torch.cat([cls, x], dim=2)
+        x = x + resample_1d(self.pos_embed_temporal, T)[:, :, None]  # (1, T, 1, C) over all tokens
+        return self.pos_drop(x), (H, W)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, T, H, W)`` -> ``(B, 1 + n_t, C)`` (video class token first) or, with ``l_ta=0``,
+        ``(B, n_t, C)`` frame tokens; normalised."""
+        check_video_input(x, self.in_chans, type(self).__name__)
+        x, grid = self._embed(x)
+        for blk in self.blocks:
+            x = self.checkpointed(blk, x, grid)
+            grid = blk.output_grid(grid)
+        frames = x[:, :, 0] if self.prefix else x.mean(dim=2)  # (B, n_t, C): class (or mean) token per frame
+        if self.temporal_agg is not None:
+            frames = self.checkpointed(self.temporal_agg, frames)
+        return self.norm(frames)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = x[:, 0] if self.temporal_agg is not None else x.mean(dim=1)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+
+# ------------------------------------------------------------------------------------------ variants
+def _variant(**defaults):
+    def build(num_classes: int, num_frames: int, img_size: int, **kwargs) -> STAT:
+        return STAT(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **{**defaults, **kwargs})
+
+    return build
+
+
+_K400 = dict(dataset="Kinetics-400", pretrain=None, citation=CITATION)
+_NOTE = "params not reported; skeleton reconstructed from MViT-B (module docstring)"
+
+for _frames, _t_o, _views, _gflops, _top1 in [
+    (16, 3, "5x1", 59.2, 78.6),
+    (32, 5, "5x1", 120.2, 80.4),
+    (64, 7, "3x3", 241.3, 81.3),
+]:
+    register_model(
+        ModelConfig(
+            name=f"stat_{_frames}",
+            num_frames=_frames,
+            img_size=224,
+            test_views=_views,
+            sampling=f"uniform:{_frames}",
+            min_input=(4, 32),
+            paper=PaperReference(None, _gflops, "mac", None, _views, _top1, note=_NOTE, **_K400),
+        )
+    )(_variant(t_o=_t_o))
+
+STAT_NANO = dict(
+    stem=[(16, (3, 3, 3), (2, 2, 2)), (32, (3, 3, 3), (1, 2, 2)), (48, (3, 3, 3), (1, 2, 2))],
+    stages=((1, 48, 1), (2, 96, 2), (1, 192, 4)),
+    kv_pool_size=4,
+    t_o=3,
+    drop_path_rate=0.0,
+    head_drop_rate=0.0,
+)
+register_model(
+    ModelConfig(
+        name="stat_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16", min_input=(4, 32)
+    )
+)(_variant(**STAT_NANO))
