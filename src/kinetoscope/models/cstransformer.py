@@ -1,0 +1,377 @@
+"""CSTransformer: cross-stage self-attention and feature aggregation on a divided ViT-B.
+
+"Cross-Stage Transformer for Video Learning" (anonymous ICLR 2022 submission).
+
+Every frame is cut into ``P`` 16x16 patches and embedded; a zero-initialised class token is put in
+front of each frame's patches, with a spatial position embedding ``P_s`` (1+P rows, Eq. 1) and a
+temporal one ``P_t`` (T rows) added as Eq. 2-4::
+
+    V_cls = V_cls + P_s^cls;   V = V + P_s^V + P_t;   V_0 = Concat[V_cls, V]     (B*T, 1+P, C)
+
+Then a stack of spatial blocks (STB: attention over the 1+P tokens of a frame, MLP ratio 4) and a
+stack of temporal blocks (TTB: attention over the T tokens at each of the 1+P positions, MLP ratio 1)
+run one after the other, pre-norm ViT blocks (Eq. 5-6). Two cross-stage mechanisms join the blocks:
+
+* CSSA (Eq. 8 / 13-14): block ``i`` attends with ``softmax(A_i + alpha_i * A_{i-1})`` where
+  ``A = Q K^T / sqrt(d)`` are the pre-softmax logits of the previous block of the same kind. The first
+  STB and the first TTB (whose ``A_{i-1}`` has another shape) use plain attention.
+* FAM (Eq. 9): ``Y = sum_{i<L} LN_i(beta_i * V_i) + V_L`` over all ``L`` blocks' outputs, then a head
+  of LayerNorm + Linear on the class token.
+
+With ``cross_stage=False, aggregate=False`` the model is the paper's baseline (Table 2b): ViT-B on
+every frame followed by temporal ViT blocks. Variants (Table 5): V1 10 STB + 10 TTB, V2 12 + 6 (the
+paper's default), V3 12 + 8, all at ViT-B width (768, 12 heads).
+
+Choices where the paper is silent (no official code exists):
+
+* ``alpha``: one learnable scalar per block (the paper: "a learnable ratio of the i-th block"),
+  initialised to 0 so that a model loaded from an image ViT starts as the baseline and CSSA is
+  learned from there (the gradient of the loss w.r.t. ``alpha`` is not zero at 0).
+  ``alpha_mode="head"`` gives one ratio per head (as an unofficial third-party port does);
+  ``alpha_init`` sets the start value. The first STB and first TTB have no ``alpha``: it would never
+  get a gradient (which also breaks DDP without ``find_unused_parameters``).
+* Logits passed on (``cssa_logits``): ``"raw"`` (default) passes ``A_i`` itself, as Eq. 13-14 write
+  it; ``"mixed"`` passes ``A_i + alpha_i * A_{i-1}`` so the mixing accumulates over the stack
+  (RealFormer-style residual attention; the unofficial port does this).
+* FAM sums the outputs of *all* blocks, STBs and TTBs (Fig. 1b, 3). STB outputs ``(B*T, 1+P, C)`` and
+  TTB outputs ``(B*(1+P), T, C)`` hold the same tokens; the running sum is kept in the layout of the
+  current stack and rearranged once at the switch, so no block output is stored. ``beta_i`` is a scalar
+  per block, initialised to 1; each ``LN_i`` is an ordinary LayerNorm (weight 1, bias 0;
+  ``fam_norm_init=0`` starts FAM at ``Y = V_L`` instead). Note that ``LN(beta * V) = sign(beta) LN(V)``
+  up to LN's epsilon: Eq. 9 is implemented literally, so ``beta`` barely acts; the learned LN weight
+  carries the scale.
+* Reading the class token after the temporal stack: the TTB at position 0 is attention among the T
+  class tokens, so each frame keeps its own class token. The head applies its LayerNorm to each of
+  the T class tokens of ``Y`` and averages them (symmetric in time; equals timm ViT for T = 1), then
+  the Linear classifier.
+* ``P_s`` is one ``(1, 1+P, C)`` tensor named ``pos_embed`` as in timm (its row 0 is ``P_s^cls``,
+  Eq. 1), so image checkpoints load as they are; ``P_t`` (``time_embed``, ``(1, T, 1, C)``) is added to
+  patch tokens only (Eq. 3) and starts at 0, so a static clip through the STBs of a loaded model
+  gives the image ViT's tokens. Both are resampled (bicubic / linear) for other sizes / frame counts.
+* TTBs start from trunc-normal weights (the paper says only that ViT-B is the pre-trained base; its
+  TTB MLP has another shape than ViT's). ``load_pretrained_2d`` fills the STBs with ViT blocks
+  ``0..n_stb-1``, the patch embedding, class token, ``pos_embed`` and the final norm (as the head
+  norm); V1 leaves ViT blocks 10-11 unused.
+* Dropout/drop-path (not given): stochastic depth 0.1 linearly over all blocks, no head dropout.
+
+FLOPs: the paper counts multiply and add separately (GFLOPs = 2 x GMACs; see docs/flops.md).
+Counted here (meta device): V1 2 x 173.2, V2 2 x 174.1, V3 2 x 185.3 GMACs vs the paper's 345.2,
+339.6, 365.6 GFLOPs (+0.4 %, +2.5 %, +1.4 %).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..layers import (
+    Attention,
+    DropPath,
+    Mlp,
+    PatchEmbed3d,
+    check_video_input,
+    drop_path_schedule,
+    resample_1d,
+    resample_2d,
+)
+from ._base import VideoModel, init_weights_trunc_normal
+from ._config import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, PaperReference
+from ._registry import register_model
+
+AlphaMode = Literal["scalar", "head"]
+LogitsMode = Literal["raw", "mixed"]
+
+CITATION = "Cross-Stage Transformer for Video Learning, ICLR 2022 submission (OpenReview, anonymous)"
+
+
+class CrossStageBlock(nn.Module):
+    """Pre-norm ViT block whose attention can mix in the previous block's logits (CSSA, Eq. 5, 6, 8).
+
+    ``forward(x, prev) -> (x, logits)``: ``x`` is ``(rows, N, C)`` (frames for an STB, positions for
+    a TTB); ``prev`` the previous block's logits ``(rows, heads, N, N)`` or ``None`` (plain attention).
+    ``logits`` is what the next block mixes in (``None`` when ``pass_logits`` is off).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 4.0,
+        qkv_bias: bool = True,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        cross_stage: bool = False,
+        pass_logits: bool = False,
+        alpha_mode: AlphaMode = "scalar",
+        alpha_init: float = 0.0,
+        cssa_logits: LogitsMode = "raw",
+    ) -> None:
+        super().__init__()
+        if alpha_mode not in ("scalar", "head"):
+            raise ValueError(f"alpha_mode must be 'scalar' or 'head', got {alpha_mode!r}")
+        if cssa_logits not in ("raw", "mixed"):
+            raise ValueError(f"cssa_logits must be 'raw' or 'mixed', got {cssa_logits!r}")
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        shape = (num_heads, 1, 1) if alpha_mode == "head" else (1,)
+        # alpha_i of Eq. 8; absent where the block has no previous logits to mix in
+        self.alpha = nn.Parameter(torch.full(shape, float(alpha_init))) if cross_stage else None
+        self.pass_logits = pass_logits
+        self.cssa_logits = cssa_logits
+
+    def forward(self, x: Tensor, prev: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        bias = None
+        if self.alpha is not None and prev is not None:
+            bias = self.alpha.to(prev.dtype) * prev  # alpha_i * A_{i-1}: (rows, heads, N, N)
+        y = self.norm1(x)
+        if self.pass_logits:
+            y, logits = self.attn(y, attn_bias=bias, return_logits=True)  # logits A_i exclude the bias
+            if self.cssa_logits == "mixed" and bias is not None:
+                logits = logits + bias
+        else:
+            y, logits = self.attn(y, attn_bias=bias), None  # fused SDPA path
+        x = x + self.drop_path1(y)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x, logits
+
+
+class FeatureAggregation(nn.Module):
+    """FAM, Eq. 9: ``Y = sum_{i=1}^{L-1} LN_i(beta_i * V_i) + V_L``, accumulated block by block."""
+
+    def __init__(self, dim: int, num_blocks: int, norm_init: float = 1.0) -> None:
+        super().__init__()
+        n = max(num_blocks - 1, 0)
+        self.norms = nn.ModuleList(nn.LayerNorm(dim, eps=1e-6) for _ in range(n))
+        self.beta = nn.Parameter(torch.ones(n))
+        self.norm_init = norm_init
+        self.reset_norms()
+
+    def reset_norms(self) -> None:
+        for norm in self.norms:
+            nn.init.constant_(norm.weight, self.norm_init)
+            nn.init.zeros_(norm.bias)
+
+    def term(self, i: int, v: Tensor) -> Tensor:
+        """``LN_i(beta_i * V_i)`` for block ``i`` (0-based, ``i < L - 1``)."""
+        return self.norms[i](self.beta[i] * v)
+
+
+class CSTransformer(VideoModel):
+    """Cross-stage transformer: STBs then TTBs with CSSA and FAM (paper Fig. 1, Eq. 1-9).
+
+    Args:
+        spatial_depth / temporal_depth: numbers of STBs / TTBs (Table 5); ``temporal_depth=0`` is an
+            image ViT run on every frame.
+        temporal_mlp_ratio: TTB MLP expansion (Table 1d: 1, 2, 4); ``mlp_ratio`` is the STB's.
+        cross_stage: CSSA on (Eq. 8); ``aggregate``: FAM on (Eq. 9). Both off = the paper's baseline.
+        alpha_mode / alpha_init / cssa_logits: CSSA details the paper leaves open (module docstring).
+        spatial_pos_embed / temporal_pos_embed: Table 1b ablation (drop ``P_s`` / ``P_t``).
+        fam_norm_init: initial weight of the FAM LayerNorms (1 = standard; 0 = start at ``Y = V_L``).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 400,
+        num_frames: int = 8,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        spatial_depth: int = 12,
+        temporal_depth: int = 6,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        temporal_mlp_ratio: float = 1.0,
+        qkv_bias: bool = True,
+        cross_stage: bool = True,
+        aggregate: bool = True,
+        alpha_mode: AlphaMode = "scalar",
+        alpha_init: float = 0.0,
+        cssa_logits: LogitsMode = "raw",
+        spatial_pos_embed: bool = True,
+        temporal_pos_embed: bool = True,
+        fam_norm_init: float = 1.0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.1,
+        head_drop_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if spatial_depth < 1 or temporal_depth < 0:
+            raise ValueError(f"need spatial_depth >= 1 and temporal_depth >= 0, got {spatial_depth}, {temporal_depth}")
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not a multiple of the patch size {patch_size}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.num_frames = num_frames
+        self.patch_size = patch_size
+        self.grid = (img_size // patch_size, img_size // patch_size)
+        self.cross_stage, self.aggregate = cross_stage, aggregate
+        self.patch_embed = PatchEmbed3d((1, patch_size, patch_size), in_chans, embed_dim, pad=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))  # V_cls, initialised as 0
+        num_patches = self.grid[0] * self.grid[1]
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim)) if spatial_pos_embed else None
+        self.time_embed = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim)) if temporal_pos_embed else None
+        self.pos_drop = nn.Dropout(drop_rate)
+
+        dpr = drop_path_schedule(drop_path_rate, spatial_depth + temporal_depth)
+
+        def stack(depth: int, ratio: float, rates: list[float]) -> nn.ModuleList:
+            return nn.ModuleList(
+                CrossStageBlock(
+                    embed_dim,
+                    num_heads,
+                    ratio,
+                    qkv_bias,
+                    drop_rate,
+                    attn_drop_rate,
+                    rates[i],
+                    cross_stage=cross_stage and i > 0,
+                    pass_logits=cross_stage and i < depth - 1,
+                    alpha_mode=alpha_mode,
+                    alpha_init=alpha_init,
+                    cssa_logits=cssa_logits,
+                )
+                for i in range(depth)
+            )
+
+        self.spatial_blocks = stack(spatial_depth, mlp_ratio, dpr[:spatial_depth])
+        self.temporal_blocks = stack(temporal_depth, temporal_mlp_ratio, dpr[spatial_depth:])
+        self.fam = FeatureAggregation(embed_dim, spatial_depth + temporal_depth, fam_norm_init) if aggregate else None
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)  # the head's LN
+        self.num_features = embed_dim
+        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+        if self.pos_embed is not None:
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.apply(init_weights_trunc_normal)
+        if self.fam is not None:
+            self.fam.reset_norms()
+
+    # ------------------------------------------------------------------------------------- embedding
+    def embed(self, x: Tensor) -> tuple[Tensor, int]:
+        """Eq. 1-4: ``(B, 3, T, H, W) -> V_0 (B*T, 1+P, C)`` and ``T``."""
+        check_video_input(x, self.in_chans, type(self).__name__)
+        T = x.shape[2]
+        x = self.patch_embed(x)  # (B, C, T, H/16, W/16); raises if H, W do not divide by 16
+        grid = (x.shape[3], x.shape[4])
+        x = rearrange(x, "b c t h w -> b t (h w) c")
+        cls = self.cls_token
+        if self.pos_embed is not None:
+            cls = cls + self.pos_embed[:, :1]  # Eq. 2: V_cls + P_s^cls
+            x = x + resample_2d(self.pos_embed[:, 1:], self.grid, grid)[:, None]  # Eq. 3: + P_s^V
+        if self.time_embed is not None:
+            time = resample_1d(self.time_embed[:, :, 0], T)  # (1, T, C)
+            x = x + time[:, :, None]  # Eq. 3: + P_t, patches only
+        x = rearrange(x, "b t p c -> (b t) p c")
+        x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)  # Eq. 4: (B*T, 1+P, C)
+        return self.pos_drop(x), T
+
+    # --------------------------------------------------------------------------------------- stacks
+    def _run_stack(
+        self, blocks: nn.ModuleList, x: Tensor, y: Tensor | None, start: int
+    ) -> tuple[Tensor, Tensor | None]:
+        """Run one stack with CSSA; add each block's FAM term into the running sum ``y``."""
+        prev = None  # A_0 = 0: the first block of a kind attends plainly
+        last = len(self.spatial_blocks) + len(self.temporal_blocks) - 1
+        for j, blk in enumerate(blocks):
+            x, prev = self.checkpointed(blk, x, prev)
+            if self.fam is not None and start + j < last:
+                term = self.fam.term(start + j, x)
+                y = term if y is None else y + term
+        return x, y
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, T, H, W) -> (B, T, C)``: the head-normalised class token of every frame of ``Y``."""
+        B = x.shape[0]
+        x, T = self.embed(x)  # (B*T, N, C), N = 1 + P
+        N = x.shape[1]
+        x, y = self._run_stack(self.spatial_blocks, x, None, 0)  # STBs: attention within a frame
+        if len(self.temporal_blocks):
+            x = rearrange(x, "(b t) n c -> (b n) t c", b=B)
+            if y is not None:
+                y = rearrange(y, "(b t) n c -> (b n) t c", b=B)
+            x, y = self._run_stack(self.temporal_blocks, x, y, len(self.spatial_blocks))  # TTBs: across frames
+            cls = (x if y is None else x + y).view(B, N, T, -1)[:, 0]  # Y's class tokens (B, T, C)
+        else:
+            cls = (x if y is None else x + y).view(B, T, N, -1)[:, :, 0]
+        return self.norm(cls)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(x.mean(dim=1))  # average the frames' class tokens
+        return x if pre_logits else self.head(x)
+
+    # ---------------------------------------------------------------------------------- 2D weights
+    def convert_2d_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+        """timm ViT names -> ours: ``blocks.i`` -> ``spatial_blocks.i``, ``head.fc`` -> ``head``."""
+        out = {}
+        for k, v in sd.items():
+            if k.startswith("blocks."):
+                k = "spatial_" + k
+            elif k.startswith("head.fc."):
+                k = k.replace("head.fc.", "head.")
+            out[k] = v
+        return out
+
+    def resize_2d_tensor(self, key: str, v: Tensor, target: Tensor) -> Tensor | None:
+        if key == "pos_embed" and v.dim() == 3:
+            n = int(round((v.shape[1] - 1) ** 0.5))
+            return torch.cat([v[:, :1], resample_2d(v[:, 1:], (n, n), self.grid)], dim=1)
+        return None
+
+
+# ------------------------------------------------------------------------------------------ variants
+def _variant(spatial_depth: int, temporal_depth: int, embed_dim: int = 768, num_heads: int = 12, **defaults):
+    def build(num_classes: int, num_frames: int, img_size: int, **kwargs) -> CSTransformer:
+        args = dict(
+            embed_dim=embed_dim, spatial_depth=spatial_depth, temporal_depth=temporal_depth, num_heads=num_heads
+        )
+        args.update(defaults)
+        args.update(kwargs)
+        return CSTransformer(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **args)
+
+    return build
+
+
+_K400 = dict(flop_convention="flop", views="1x3", dataset="Kinetics-400", pretrain="IN-21K", citation=CITATION)
+# ViT-B (IN-21K) normalisation; 8 frames with stride 32, 1 clip x 3 crops (paper Sec. 4.2)
+_CST = dict(
+    num_frames=8,
+    img_size=224,
+    mean=INCEPTION_MEAN,
+    std=INCEPTION_STD,
+    test_views="1x3",
+    sampling="dense:8x32",
+    min_input=(2, 32),
+)
+
+for _name, _depths, _defaults, _ref in [
+    ("cst_v1", (10, 10), {}, PaperReference(None, 345.2, top1=76.3, **_K400)),
+    ("cst_v2", (12, 6), {}, PaperReference(None, 339.6, top1=78.7, **_K400)),
+    ("cst_v3", (12, 8), {}, PaperReference(None, 365.6, top1=78.9, **_K400)),
+    ("cst_v2_baseline", (12, 6), {"cross_stage": False, "aggregate": False}, PaperReference(
+        None, 339.6, top1=77.8, note="Baseline-V2 (Table 2b): V2 without CSSA and FAM; GFLOPs are V2's", **_K400)),
+]:  # fmt: skip
+    register_model(ModelConfig(name=_name, paper=_ref, **_CST))(_variant(*_depths, **_defaults))
+
+register_model(
+    ModelConfig(
+        name="cst_nano",
+        num_frames=16,
+        img_size=64,
+        mean=INCEPTION_MEAN,
+        std=INCEPTION_STD,
+        sampling="dense:16x4",
+        min_input=(2, 32),
+        paper=None,
+    )
+)(_variant(4, 2, embed_dim=192, num_heads=3, drop_path_rate=0.0))

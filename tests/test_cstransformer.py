@@ -1,0 +1,219 @@
+import math
+
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+
+from kinetoscope import create_model, load_pretrained_2d
+from kinetoscope.models.cstransformer import CrossStageBlock, CSTransformer
+from kinetoscope.profiling import count_macs
+
+
+def _tiny(**kw) -> CSTransformer:
+    args = dict(num_classes=5, num_frames=3, img_size=32, embed_dim=24, num_heads=2, spatial_depth=3, temporal_depth=3)
+    args.update(kw)
+    return CSTransformer(**args)
+
+
+def _randomise(model: CSTransformer) -> None:
+    """Give every zero-initialised parameter (tokens, embeddings, alpha, beta) a non-trivial value."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "alpha" in name:
+                p.uniform_(-0.8, 0.8)
+            elif "beta" in name:
+                p.uniform_(0.5, 2.0)
+            elif name in ("cls_token", "pos_embed", "time_embed") or "qkv.weight" in name:
+                p.normal_(std=0.5)  # large logits, so that CSSA visibly changes the attention
+
+
+# ------------------------------------------------------------------------------- naive reference
+def _naive_attention(blk: CrossStageBlock, x: torch.Tensor, prev, mode: str):
+    """One sequence ``(N, C)``: softmax(A_i + alpha_i A_{i-1}) V written out; returns (out, logits passed)."""
+    h = blk.attn.num_heads
+    N, C = x.shape
+    d = C // h
+    q, k, v = blk.attn.qkv(x).reshape(N, 3, h, d).permute(1, 2, 0, 3)  # each (h, N, d)
+    A = q @ k.transpose(-1, -2) / math.sqrt(d)  # (h, N, N)
+    S = A if prev is None or blk.alpha is None else A + blk.alpha.reshape(-1, 1, 1) * prev
+    out = (S.softmax(-1) @ v).transpose(0, 1).reshape(N, C)
+    return blk.attn.proj(out), (S if mode == "mixed" else A)
+
+
+def _naive_block(blk, x, prev, mode):
+    y, logits = _naive_attention(blk, blk.norm1(x), prev, mode)
+    x = x + y
+    return x + blk.mlp(blk.norm2(x)), logits
+
+
+def _naive_logits(model: CSTransformer, clip: torch.Tensor, mode: str) -> torch.Tensor:
+    """Eq. 1-9 for one clip ``(3, T, H, W)`` with loops over frames, positions and blocks."""
+    T = clip.shape[1]
+    w = model.patch_embed.proj.weight[:, :, 0]  # (C, 3, 16, 16)
+    frames = []
+    for t in range(T):
+        v = F.conv2d(clip[:, t][None], w, model.patch_embed.proj.bias, stride=16)[0].flatten(1).T  # (P, C)
+        v = v + model.pos_embed[0, 1:] + model.time_embed[0, t, 0]  # Eq. 3
+        cls = model.cls_token[0] + model.pos_embed[0, :1]  # Eq. 2
+        frames.append(torch.cat([cls, v]))  # Eq. 4: (1+P, C)
+    tokens = torch.stack(frames)  # (T, N, C)
+    outputs = []  # V_i of every block in (T, N, C)
+    prevs = [None] * T
+    for blk in model.spatial_blocks:
+        res = [_naive_block(blk, tokens[t], prevs[t], mode) for t in range(T)]
+        tokens, prevs = torch.stack([r[0] for r in res]), [r[1] for r in res]
+        outputs.append(tokens)
+    N = tokens.shape[1]
+    prevs = [None] * N  # shapes differ: the first TTB attends plainly
+    for blk in model.temporal_blocks:
+        res = [_naive_block(blk, tokens[:, n], prevs[n], mode) for n in range(N)]
+        tokens, prevs = torch.stack([r[0] for r in res], dim=1), [r[1] for r in res]
+        outputs.append(tokens)
+    Y = outputs[-1] + sum(model.fam.norms[i](model.fam.beta[i] * outputs[i]) for i in range(len(outputs) - 1))
+    return model.head(model.norm(Y[:, 0]).mean(0))
+
+
+@pytest.mark.parametrize("alpha_mode,mode", [("scalar", "raw"), ("head", "mixed")])
+def test_model_equals_naive_reference(alpha_mode, mode):
+    model = _tiny(alpha_mode=alpha_mode, cssa_logits=mode).double().eval()
+    _randomise(model)
+    clip = torch.randn(2, 3, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        got = model(clip)
+        expected = torch.stack([_naive_logits(model, c, mode) for c in clip])
+        plain = _tiny(alpha_mode=alpha_mode, cssa_logits=mode, cross_stage=False).double().eval()
+        plain.load_state_dict(model.state_dict(), strict=False)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    assert (plain(clip) - got).abs().max() > 1e-3  # CSSA with alpha != 0 really changes the output
+
+
+def test_cssa_block_alpha_zero_is_plain_attention_and_alpha_mixes_logits():
+    torch.manual_seed(0)
+    blk = CrossStageBlock(32, 4, cross_stage=True, pass_logits=True).double().eval()
+    plain = CrossStageBlock(32, 4, cross_stage=False, pass_logits=False).double().eval()
+    plain.load_state_dict(blk.state_dict(), strict=False)
+    x = torch.randn(3, 7, 32, dtype=torch.float64)
+    prev = torch.randn(3, 4, 7, 7, dtype=torch.float64) * 3
+    with torch.no_grad():
+        assert blk.alpha.shape == (1,) and blk.alpha.item() == 0.0  # documented default: scalar, 0
+        out0, logits = blk(x, prev)
+        torch.testing.assert_close(out0, plain(x)[0], rtol=1e-12, atol=1e-12)
+        blk.alpha.fill_(0.7)
+        out, logits = blk(x, prev)
+        naive = [_naive_block(blk, x[r], prev[r], "raw") for r in range(3)]
+    torch.testing.assert_close(out, torch.stack([n[0] for n in naive]), rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(logits, torch.stack([n[1] for n in naive]), rtol=1e-10, atol=1e-10)
+    assert (out - out0).abs().max() > 1e-3
+
+
+def test_cssa_structure_and_every_parameter_gets_a_gradient():
+    model = create_model("cst_nano", num_classes=4, num_frames=4, img_size=32)
+    alphas = [n for n, _ in model.named_parameters() if "alpha" in n]
+    # no alpha in the first STB / first TTB (no logits of the same shape to mix in)
+    assert alphas == [f"spatial_blocks.{i}.alpha" for i in (1, 2, 3)] + ["temporal_blocks.1.alpha"]
+    assert len(model.fam.norms) == 4 + 2 - 1 and model.fam.beta.shape == (5,)
+    model(torch.randn(2, 3, 4, 32, 32)).sum().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []  # DDP-safe: nothing unused
+    assert model.spatial_blocks[1].alpha.grad.abs().item() > 0  # alpha = 0 still learns
+    baseline = create_model("cst_v2_baseline", num_frames=2, img_size=32)
+    assert baseline.fam is None and not any("alpha" in n for n, _ in baseline.named_parameters())
+
+
+# --------------------------------------------------------------------------------- timm equivalence
+def test_spatial_stack_equals_timm_vit_base():
+    """Baseline (CSSA and FAM off), one 224 frame: the STBs are ViT-B/16 given the same weights."""
+    vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=400).eval()
+    model = create_model("cst_v2_baseline", num_frames=1, temporal_depth=0).eval()
+    report = load_pretrained_2d(model, vit.state_dict())
+    assert report["missing"] == ["time_embed"] and report["unexpected"] == []
+    img = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(model(img[:, :, None]), vit(img), rtol=1e-4, atol=1e-4)
+        x, _ = model.embed(img[:, :, None])
+        x, _ = model._run_stack(model.spatial_blocks, x, None, 0)
+        vit.norm = torch.nn.Identity()
+        torch.testing.assert_close(x, vit.forward_features(img), rtol=1e-4, atol=1e-4)
+
+
+def _small_vit(depth=3):
+    return VisionTransformer(img_size=64, patch_size=16, embed_dim=48, depth=depth, num_heads=4, num_classes=6).eval()
+
+
+def test_loaded_model_starts_as_the_image_vit():
+    """alpha = 0 and FAM norms at 0 (``fam_norm_init=0``): the loaded full model is the image ViT."""
+    vit = _small_vit()
+    model = CSTransformer(
+        num_classes=6, num_frames=2, img_size=64, embed_dim=48, num_heads=4, spatial_depth=3, temporal_depth=0,
+        fam_norm_init=0.0,
+    ).eval()  # fmt: skip
+    load_pretrained_2d(model, vit.state_dict())
+    img = torch.randn(2, 3, 64, 64)
+    clip = img[:, :, None].expand(-1, -1, 2, -1, -1)  # a static clip: every frame gives the image's logits
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), vit(img), rtol=1e-4, atol=1e-5)
+
+
+def test_load_pretrained_2d_maps_and_resizes():
+    vit = _small_vit(depth=3)
+    model = CSTransformer(
+        num_classes=10, num_frames=4, img_size=96, embed_dim=48, num_heads=4, spatial_depth=2, temporal_depth=2
+    )
+    report = load_pretrained_2d(model, vit.state_dict())
+    assert all(k.startswith("spatial_blocks.2.") for k in report["unexpected"]) and report["unexpected"]
+    assert {k.split(".")[0] for k in report["missing"]} == {
+        "temporal_blocks",
+        "time_embed",
+        "fam",
+        "spatial_blocks",
+        "head",
+    }
+    assert all(k.endswith("alpha") for k in report["missing"] if k.startswith("spatial_blocks"))
+    torch.testing.assert_close(model.spatial_blocks[1].attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
+    assert model.pos_embed.shape == (1, 1 + 36, 48)  # 4x4 grid resampled to 6x6
+    torch.testing.assert_close(model.pos_embed[:, 0], vit.pos_embed[:, 0])
+
+
+# --------------------------------------------------------------------------------------- inputs
+def test_other_frame_counts_and_sizes_resample_the_position_embeddings():
+    model = _tiny(img_size=32, num_frames=4).eval()
+    _randomise(model)
+    other = _tiny(img_size=64, num_frames=6).eval()
+    state = model.state_dict()
+    state["pos_embed"] = torch.cat([state["pos_embed"][:, :1], F.interpolate(
+        state["pos_embed"][:, 1:].reshape(1, 2, 2, 24).permute(0, 3, 1, 2), size=(4, 4), mode="bicubic",
+    ).permute(0, 2, 3, 1).reshape(1, 16, 24)], dim=1)  # fmt: skip
+    state["time_embed"] = F.interpolate(state["time_embed"][:, :, 0].transpose(1, 2), size=6, mode="linear")
+    state["time_embed"] = state["time_embed"].transpose(1, 2)[:, :, None]
+    other.load_state_dict(state)
+    clip = torch.randn(1, 3, 6, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(clip), other(clip), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="divisible by the tubelet size 16"):
+        model(torch.randn(1, 3, 4, 40, 40))
+
+
+def test_position_embedding_ablation_switches():
+    model = _tiny(spatial_pos_embed=False, temporal_pos_embed=False)
+    assert model.pos_embed is None and model.time_embed is None
+    assert model(torch.randn(1, 3, 2, 32, 32)).shape == (1, 5)
+
+
+# ---------------------------------------------------------------------------------------- FLOPs
+@pytest.mark.parametrize(
+    "name,kwargs,paper_gflops",
+    [
+        ("cst_v1", {}, 345.2),
+        ("cst_v2", {}, 339.6),
+        ("cst_v3", {}, 365.6),
+        ("cst_v2", {"temporal_mlp_ratio": 2.0}, 359.9),  # Table 1d
+        ("cst_v2", {"temporal_mlp_ratio": 4.0}, 400.7),
+        ("cst_v2_baseline", {}, 339.6),
+    ],
+)
+def test_gflops_match_the_paper(name, kwargs, paper_gflops):
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    gmacs, _ = count_macs(model, (1, 3, 8, 224, 224))
+    assert abs(2 * gmacs - paper_gflops) / paper_gflops < 0.05, (name, kwargs, 2 * gmacs)
