@@ -182,6 +182,7 @@ def test_stat_nano_forward_backward_and_other_inputs():
         dict(global_embed="avgpool"),
         dict(l_ta=0),
         dict(l_ta=2, t_o=5, sa_boundary="clamp"),
+        dict(ta_mlp_ratio=0),
     ],
 )
 def test_stat_nano_ablations_run(kwargs):

@@ -38,16 +38,19 @@ embedding. Choices:
   (class token kept apart), and its skip path with max-pooling (1,3,3)/(1,2,2), as MViT-v1.
 * ``P_CA``: depthwise conv, kernel (1, 3, 3) shared by the heads, then LayerNorm over the head dim
   (MViT-v1's pooling, but 2D: the paper keeps CA within a frame and says "the clip length remains the
-  same"). K/V stride 4, 2, 1 in the three stages (MViT's adaptive KV stride): 7x7 = 49 CA keys per
-  frame at 224. The class-token keys pass through the same LayerNorm (MViT normalises the pooled
-  sequence with its class token).
-* ``P_SA``: ``avg_pool2d`` kernel = stride = 2 with ``ceil_mode`` -> 4x4 = 16 keys per neighbour frame
-  from the 7x7 CA map. The paper only says "2D-Avgpooling". Arithmetic: the SA attention costs
-  ``2 * n_t * sum_blocks(N_q * C) * n_SA`` MACs per neighbour frame; with ``sum(N_q * C) =
-  2*785*192 + 11*197*384 + 2*50*768 = 1.21 M`` and ``n_t = 8`` that is ``19.4 M * n_SA``. Table 1's
-  SA delta (+0.8 G for 2 neighbours at T=16) gives ``n_SA ~ 21``; Table 2's slope (+1.45 G per 2
-  more neighbours at T=32) gives ``n_SA ~ 19``. 3x3 = 9 (floor) or 5x5 = 25 (kernel 3, stride 1) are
-  further off than 4x4 = 16 (ours: +0.62 G and +1.24 G).
+  same"). K/V stride 4, 2, 1 in the three stages (MViT's adaptive KV stride; ``kv_stride`` /
+  ``kv_pool_size`` set it): 7x7 = 49 CA keys per frame at 224. As in MViT-v1 the stride is halved at
+  the block that pools Q and applied to that block's input grid, so the first block of stages 2 and 3
+  pools K/V from 28x28 and 14x14 to 14x14 and 7x7, i.e. 196 and 49 CA keys. The class-token keys
+  pass through the same LayerNorm (MViT normalises the pooled sequence with its class token).
+* ``P_SA``: ``avg_pool2d`` kernel = stride = 2 with ``ceil_mode``: 4x4 = 16 keys per neighbour frame
+  from a 7x7 CA map (7x7 = 49 at stage 2's first block, whose CA map is 14x14). The paper only says
+  "2D-Avgpooling". Arithmetic: SA costs ``2 * n_t * sum_blocks(N_q * C * n_SA)`` MACs per neighbour
+  frame; ``N_q * C`` summed over the blocks is ``2*785*192 + 11*197*384 + 2*50*768 = 1.21 M`` and
+  ``n_t = 8``: ``~19.4 M * n_SA`` (plus the transition block's 33 extra keys). Table 1's SA delta
+  (+0.8 G for 2 neighbours at T=16) asks for ``n_SA ~ 21``, Table 2's slope (+1.45 G per 2 more
+  neighbours at T=32) for ``~19``; 3x3 = 9 (floor) or 5x5 = 25 (kernel 3, stride 1) are further off
+  than 4x4 = 16. Measured: +0.74 G (T=16) and +1.48 G per step of Table 2.
 * Class token in CA: without LA (ablations ``"CA"``, ``"CA+SA"``) a frame's queries also see their own
   class-token key (MViT keeps the class token among the pooled keys); with LA that key is part of
   ``K_LA``, so it is never counted twice.
@@ -56,27 +59,40 @@ embedding. Choices:
   as zero padding would not be); ``"clamp"`` replicates the edge frames (the first frame's left
   neighbour is the first frame itself); ``"cyclic"`` wraps around the clip.
 * Stem: conv -> BatchNorm3d -> ReLU for all but the last conv, which is a plain conv with bias (the
-  token projection). Hidden widths 64 and 128 (unknown in the paper), chosen to land the FLOPs
+  token projection). Hidden widths 64 and 96 (unknown in the paper), chosen to land the FLOPs
   (see below). Table 5 ablation (``stem_convs``): ``1`` = MViT-B's patch embedding (3,7,7)/(2,4,4)
   to 56x56x96, followed by MViT-B's first-stage block (1 block, dim 96, 1 head): the transformer block
   the three convs replaced. ``5`` as printed (a second temporal stride 2 and a total spatial stride 32)
   contradicts ``n_t = T/2`` and the paper's "computational overhead approximately the same"; we read it
   as three convs plus two more (3x3x3 stride 1, 192 -> 192; stride (1,2,2), 192 -> 384) that replace
-  stage 1's two STA blocks and hand the 14x14 grid to stage 2 (9.4 vs 7.3 GMACs replaced).
+  stage 1's two STA blocks and hand the 14x14 grid to stage 2 (9.4 vs 7.4 GMACs replaced).
 * Position embeddings: MViT's separate embeddings, ``pos_embed_spatial (h w, C)`` added to the patches,
   ``pos_embed_class (1, C)`` to every frame's class token, ``pos_embed_temporal (n_t, C)`` to all tokens
   of a frame (class token included, so LA's keys know their frame).
 * Global embedding ablation (Table 3, ``global_embed="avgpool"``): no class tokens; LA's keys/values of a
   frame are the spatial mean of its keys/values; the temporal aggregation takes each frame's mean token.
-* Temporal aggregation layer: a full pre-norm transformer layer (MHSA + 4x MLP, 8 heads at 768) over
-  ``[x_cls, cls_1 .. cls_nt]``; head dropout 0.5 and drop path 0.2 as MViT-B.
+* Temporal aggregation layer: a pre-norm transformer layer (MHSA + 4x MLP, 8 heads at 768; 7.1 M
+  parameters, ``ta_mlp_ratio=0`` keeps only the MHSA, 2.4 M) over ``[x_cls, cls_1 .. cls_nt]``; final
+  LayerNorm; head dropout 0.5 and drop path 0.2 as MViT-B.
 
-FLOPs (MACs, fvcore convention, as MViT whose numbers the paper compares with; ``count_macs``), per
-view at 224, T=16 -> ``n_t = 8``: stem 10.2 G (``8*112^2*64*81 + 8*56^2*128*64*27 + 8*28^2*192*128*27``),
-stage 1 7.2 G, stage 2 35.3 G, stage 3 7.8 G, attention of CA/SA/LA inside those ~2 G, temporal
-aggregation and head < 0.01 G. ``stat_16`` 59.3 G vs 59.2 (paper), ``stat_32`` 120 vs 120.2,
-``stat_64`` 242 vs 241.3; the CA / CA+SA / CA+LA / all ablation at T=16 moves as Table 1 does
-(tests/test_stat.py checks all of it). Parameters are not reported by the paper; ours are ~41 M.
+FLOPs (MACs, fvcore convention as MViT, whose numbers the paper quotes; ``count_macs`` on meta), per
+view at 224, T=16 -> ``n_t = 8``: stem 7.80 G (``8*112^2*64*81 + 8*56^2*96*64*27 + 8*28^2*192*96*27``),
+stage 1 7.38 G, stage 2 35.64 G, stage 3 8.01 G (all attention matmuls together 2.11 G), temporal
+aggregation 0.06 G, head 0.0003 G: 58.89 G vs 59.2. The stem widths 64 and 96 are the free knob that
+set this: 64/128 (10.2 G) gave 61.3 / 124.4 / 253.1 G for T = 16 / 32 / 64, i.e. +4.9 % at T=64,
+because the paper's T=64 number is ~4 G below a linear extrapolation of its T=16/32 numbers.
+
+=========  ==========  ==========  =====================================================
+variant    ours GMACs  paper       ablations (ours / paper)
+=========  ==========  ==========  =====================================================
+stat_16    58.89       59.2        CA 58.02/58.2, +SA 58.76/59.0, +LA 58.16/58.4
+stat_32    119.57      120.2       t_o 3/5/7/9: 118.09/119.57/121.05/122.53 vs
+                                   118.6/120.1/121.5/123.0
+stat_64    243.34      241.3       stem_convs 1 / 5 at T=16: 59.36 / 58.53 G
+=========  ==========  ==========  =====================================================
+
+Parameters are not reported by the paper; ours: 43.9 M with a 400-class head (stem 0.67 M, STA
+blocks 35.7 M as MViT-B's stages 2-4, temporal aggregation 7.1 M).
 """
 
 from __future__ import annotations
@@ -308,22 +324,19 @@ class STABlock(nn.Module):
 
 
 class TemporalAggregation(nn.Module):
-    """A video class token and ``depth`` pre-norm transformer layers over ``[x_cls, cls_1 .. cls_T]``."""
+    """A video class token and ``depth`` pre-norm transformer layers over ``[x_cls, cls_1 .. cls_T]``
+    (``mlp_ratio=0``: attention-only layers)."""
 
     def __init__(self, dim: int, num_heads: int, depth: int = 1, mlp_ratio: float = 4.0, qkv_bias: bool = True):
         super().__init__()
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.layers = nn.ModuleList(
-            nn.ModuleDict(
-                dict(
-                    norm1=nn.LayerNorm(dim, eps=1e-6),
-                    attn=Attention(dim, num_heads, qkv_bias),
-                    norm2=nn.LayerNorm(dim, eps=1e-6),
-                    mlp=Mlp(dim, int(dim * mlp_ratio)),
-                )
-            )
-            for _ in range(depth)
-        )
+        layers = []
+        for _ in range(depth):
+            layer = nn.ModuleDict(dict(norm1=nn.LayerNorm(dim, eps=1e-6), attn=Attention(dim, num_heads, qkv_bias)))
+            if mlp_ratio > 0:
+                layer.update(dict(norm2=nn.LayerNorm(dim, eps=1e-6), mlp=Mlp(dim, int(dim * mlp_ratio))))
+            layers.append(layer)
+        self.layers = nn.ModuleList(layers)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -331,7 +344,8 @@ class TemporalAggregation(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         for layer in self.layers:
             x = x + layer["attn"](layer["norm1"](x))
-            x = x + layer["mlp"](layer["norm2"](x))
+            if "mlp" in layer:
+                x = x + layer["mlp"](layer["norm2"](x))
         return x
 
 
@@ -374,7 +388,8 @@ class STAT(VideoModel):
     """Shrinking Temporal Attention Transformer: conv stem, STA stages, temporal aggregation, head.
 
     Ablation arguments: ``attention`` (Table 1), ``t_o`` (Table 2), ``global_embed`` (Table 3), ``l_ta``
-    (Table 4), ``stem_convs`` (Table 5); ``sa_boundary`` and ``sa_pool`` are our choices (docstring).
+    (Table 4), ``stem_convs`` (Table 5); ``sa_boundary``, ``sa_pool``, ``kv_stride`` / ``kv_pool_size`` and
+    ``ta_mlp_ratio`` are our choices (module docstring).
     ``stem`` / ``stages`` override the Table 5 presets (``stat_nano`` uses them).
     """
 
@@ -388,6 +403,7 @@ class STAT(VideoModel):
         attention: str = "CA+SA+LA",
         global_embed: GlobalEmbed = "cls_token",
         l_ta: int = 1,
+        ta_mlp_ratio: float = 4.0,
         stem_convs: int = 3,
         stem: Sequence[tuple[int, Sequence[int], Sequence[int]]] | None = None,
         stages: Sequence[tuple[int, int, int]] | None = None,
@@ -449,7 +465,7 @@ class STAT(VideoModel):
         self.blocks = nn.ModuleList(blocks)
         self.num_features = stages[-1][1]
         self.norm = nn.LayerNorm(self.num_features, eps=1e-6)
-        self.temporal_agg = TemporalAggregation(self.num_features, stages[-1][2], l_ta, mlp_ratio) if l_ta else None
+        self.temporal_agg = TemporalAggregation(self.num_features, stages[-1][2], l_ta, ta_mlp_ratio) if l_ta else None
         self.head_drop = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         for p in (self.cls_token, self.pos_embed_spatial, self.pos_embed_temporal, self.pos_embed_class):
