@@ -132,7 +132,7 @@ def test_spatial_stack_equals_timm_vit_base():
     with torch.no_grad():
         torch.testing.assert_close(model(img[:, :, None]), vit(img), rtol=1e-4, atol=1e-4)
         x, _ = model.embed(img[:, :, None])
-        x, _ = model._run_stack(model.spatial_blocks, x, None, 0)
+        x, _ = model._run_stack(model.spatial_blocks, x, None, 0, 1, True)
         vit.norm = torch.nn.Identity()
         torch.testing.assert_close(x, vit.forward_features(img), rtol=1e-4, atol=1e-4)
 

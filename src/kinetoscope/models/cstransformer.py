@@ -34,9 +34,10 @@ Choices where the paper is silent (no official code exists):
   it; ``"mixed"`` passes ``A_i + alpha_i * A_{i-1}`` so the mixing accumulates over the stack
   (RealFormer-style residual attention; the unofficial port does this).
 * FAM sums the outputs of *all* blocks, STBs and TTBs (Fig. 1b, 3). STB outputs ``(B*T, 1+P, C)`` and
-  TTB outputs ``(B*(1+P), T, C)`` hold the same tokens; the running sum is kept in the layout of the
-  current stack and rearranged once at the switch, so no block output is stored. ``beta_i`` is a scalar
-  per block, initialised to 1; each ``LN_i`` is an ordinary LayerNorm (weight 1, bias 0;
+  TTB outputs ``(B*(1+P), T, C)`` hold the same tokens. Only the class tokens of ``Y`` reach the head
+  and LayerNorm acts per token, so FAM is evaluated at the class tokens alone: exactly Eq. 9 there,
+  with a running ``(B, T, C)`` sum instead of a full-size copy of every block's output.
+  ``beta_i`` is a scalar per block, initialised to 1; each ``LN_i`` is an ordinary LayerNorm (weight 1, bias 0;
   ``fam_norm_init=0`` starts FAM at ``Y = V_L`` instead). Note that ``LN(beta * V) = sign(beta) LN(V)``
   up to LN's epsilon: Eq. 9 is implemented literally, so ``beta`` barely acts; the learned LN weight
   carries the scale.
@@ -55,8 +56,11 @@ Choices where the paper is silent (no official code exists):
 * Dropout/drop-path (not given): stochastic depth 0.1 linearly over all blocks, no head dropout.
 
 FLOPs: the paper counts multiply and add separately (GFLOPs = 2 x GMACs; see docs/flops.md).
-Counted here (meta device): V1 2 x 173.2, V2 2 x 174.1, V3 2 x 185.3 GMACs vs the paper's 345.2,
-339.6, 365.6 GFLOPs (+0.4 %, +2.5 %, +1.4 %).
+Counted here (meta device, 8x224): V1 2 x 173.2, V2 2 x 174.1, V3 2 x 185.3 GMACs = 346.4, 348.2,
+370.6 vs the paper's 345.2, 339.6, 365.6 GFLOPs (+0.3 %, +2.5 %, +1.4 %); TTB MLP ratio 2 / 4 (Table 1d):
+370.5 / 415.1 vs 359.9 / 400.7 (+2.9 %, +3.6 %). Params are not reported; ours: V1/V2 107.4 M, V3 114.5 M
+with a 400-class head. CSSA needs the logits, so every block that passes them on runs the explicit
+(non-fused) attention; the last block of each stack and the baseline use the fused SDPA kernel.
 """
 
 from __future__ import annotations
@@ -277,34 +281,35 @@ class CSTransformer(VideoModel):
         return self.pos_drop(x), T
 
     # --------------------------------------------------------------------------------------- stacks
-    def _run_stack(
-        self, blocks: nn.ModuleList, x: Tensor, y: Tensor | None, start: int
-    ) -> tuple[Tensor, Tensor | None]:
-        """Run one stack with CSSA; add each block's FAM term into the running sum ``y``."""
+    def _run_stack(self, blocks: nn.ModuleList, x: Tensor, y: Tensor | None, start: int, B: int, spatial: bool):
+        """Run one stack with CSSA; add each block's FAM term (at the class tokens) into ``y (B, T, C)``."""
         prev = None  # A_0 = 0: the first block of a kind attends plainly
         last = len(self.spatial_blocks) + len(self.temporal_blocks) - 1
         for j, blk in enumerate(blocks):
             x, prev = self.checkpointed(blk, x, prev)
             if self.fam is not None and start + j < last:
-                term = self.fam.term(start + j, x)
+                term = self.fam.term(start + j, self._class_tokens(x, B, spatial))
                 y = term if y is None else y + term
         return x, y
+
+    @staticmethod
+    def _class_tokens(x: Tensor, B: int, spatial: bool) -> Tensor:
+        """``(B*T, N, C)`` (STB layout) or ``(B*N, T, C)`` (TTB layout) -> class tokens ``(B, T, C)``."""
+        if spatial:
+            return rearrange(x[:, 0], "(b t) c -> b t c", b=B)
+        return rearrange(x, "(b n) t c -> b n t c", b=B)[:, 0]
 
     def forward_features(self, x: Tensor) -> Tensor:
         """``(B, 3, T, H, W) -> (B, T, C)``: the head-normalised class token of every frame of ``Y``."""
         B = x.shape[0]
-        x, T = self.embed(x)  # (B*T, N, C), N = 1 + P
-        N = x.shape[1]
-        x, y = self._run_stack(self.spatial_blocks, x, None, 0)  # STBs: attention within a frame
-        if len(self.temporal_blocks):
+        x, _ = self.embed(x)  # (B*T, N, C), N = 1 + P
+        x, y = self._run_stack(self.spatial_blocks, x, None, 0, B, True)  # STBs: attention within a frame
+        spatial = not len(self.temporal_blocks)
+        if not spatial:
             x = rearrange(x, "(b t) n c -> (b n) t c", b=B)
-            if y is not None:
-                y = rearrange(y, "(b t) n c -> (b n) t c", b=B)
-            x, y = self._run_stack(self.temporal_blocks, x, y, len(self.spatial_blocks))  # TTBs: across frames
-            cls = (x if y is None else x + y).view(B, N, T, -1)[:, 0]  # Y's class tokens (B, T, C)
-        else:
-            cls = (x if y is None else x + y).view(B, T, N, -1)[:, :, 0]
-        return self.norm(cls)
+            x, y = self._run_stack(self.temporal_blocks, x, y, len(self.spatial_blocks), B, False)  # TTBs
+        cls = self._class_tokens(x, B, spatial)  # V_L at the class tokens
+        return self.norm(cls if y is None else cls + y)  # Eq. 9: Y = sum LN_i(beta_i V_i) + V_L
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         x = self.head_drop(x.mean(dim=1))  # average the frames' class tokens
