@@ -174,7 +174,7 @@ class AttentionPool(nn.Module):
         self.norm = nn.LayerNorm(head_dim)
 
     def forward(self, x: Tensor, grid: tuple[int, int], prefix: int) -> tuple[Tensor, tuple[int, int]]:
-        BT, heads = x.shape[:2]
+        heads = x.shape[1]
         cls, patches = x[:, :, :prefix], x[:, :, prefix:]
         patches = rearrange(patches, "b n (h w) d -> (b n) d h w", h=grid[0], w=grid[1])
         patches = self.pool(patches)  # (BT*heads, d, h', w')
@@ -219,10 +219,12 @@ class ShrinkingTemporalAttention(Attention):
     def prefix(self) -> int:
         return 1 if self.global_embed == "cls_token" else 0
 
-    def project(self, x: Tensor, grid: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, tuple[int, int], int]:
+    def project(
+        self, x: Tensor, grid: tuple[int, int]
+    ) -> tuple[Tensor, Tensor, Tensor, tuple[int, int], tuple[int, int]]:
         """Eq. 1-2: ``q (BT, h, prefix + Nq, d)``, ``k, v (BT, h, 1 + N_CA, d)`` -- the first key/value
         of every frame is its global embedding (class token or spatial mean) -- the query grid and
-        the CA grid's width (``N_CA = h_ca * w_ca``)."""
+        the CA grid (``N_CA = h_ca * w_ca``)."""
         q, k, v = self.split_heads(rearrange(x, "b t n c -> (b t) n c"))  # (BT, heads, prefix + h*w, d)
         if self.prefix == 0:  # global embedding of the keys/values = their spatial mean (Table 3)
             k, v = torch.cat([k.mean(2, keepdim=True), k], 2), torch.cat([v.mean(2, keepdim=True), v], 2)
@@ -240,15 +242,18 @@ class ShrinkingTemporalAttention(Attention):
         x = F.avg_pool2d(x, self.sa_pool, self.sa_pool, ceil_mode=True)
         return rearrange(x, "(b n) d h w -> b n (h w) d", n=heads)
 
-    def gather_keys(self, k: Tensor, kv_grid: tuple[int, int], T: int) -> tuple[Tensor, Tensor | None]:
+    def gather_keys(
+        self, k: Tensor, kv_grid: tuple[int, int], T: int, window: tuple[Tensor, Tensor | None] | None
+    ) -> tuple[Tensor, Tensor | None]:
         """Eq. 4-7 for keys or values ``(BT, h, 1 + N_CA, d)`` -> ``(BT, h, M, d)`` and the additive bias
-        ``(BT, 1, 1, M)`` that removes missing short-term frames (``None`` when none is missing)."""
+        ``(BT, 1, 1, M)`` that removes missing short-term frames (``None`` when none is missing).
+        ``window`` is :func:`neighbour_frames` of the clip (``None`` without short-term attention)."""
         g, k_ca = k[:, :, :1], k[:, :, 1:]  # global embedding (BT, h, 1, d); CA keys (BT, h, N_CA, d)
         parts = [k_ca]
         bias = None
-        if self.short_term:
+        if window is not None:
             k_sa = rearrange(self.short_term_pool(k_ca, kv_grid), "(b t) h n d -> b t h n d", t=T)
-            idx, valid = neighbour_frames(T, self.t_o, self.sa_boundary, k.device)
+            idx, valid = window
             k_sa = k_sa[:, idx]  # (B, T, t_o - 1, h, N_SA, d): neighbours of every frame
             parts.append(rearrange(k_sa, "b t w h n d -> (b t) h (w n) d"))
             if valid is not None:
@@ -270,8 +275,9 @@ class ShrinkingTemporalAttention(Attention):
     def forward(self, x: Tensor, grid: tuple[int, int]) -> Tensor:
         B, T = x.shape[:2]
         q, k, v, q_grid, kv_grid = self.project(x, grid)
-        k, bias = self.gather_keys(k, kv_grid, T)
-        v, _ = self.gather_keys(v, kv_grid, T)
+        window = neighbour_frames(T, self.t_o, self.sa_boundary, x.device) if self.short_term else None
+        k, bias = self.gather_keys(k, kv_grid, T, window)
+        v, _ = self.gather_keys(v, kv_grid, T, window)
         drop = self.attn_drop if self.training else 0.0
         out, _ = attention(q, k, v, bias, drop, False, self.scale)  # Eq. 8: one softmax over [CA, SA, LA]
         return rearrange(self.merge_heads(out), "(b t) n c -> b t n c", t=T)
