@@ -1,0 +1,294 @@
+"""Annotation files of the datasets the five papers report on, read as they are distributed.
+
+``load_annotations(path, root=None, format="auto")`` returns :class:`Annotations`: a list of
+``(video path, label index)`` and the class names in a stable order (index = label). Formats:
+
+==============  =====================================================================================
+``kinetics``    Kinetics-400/600/700 CSV ``label,youtube_id,time_start,time_end,split``; files
+                ``{youtube_id}_{start:06d}_{end:06d}.mp4`` in ``root/<label>/`` or ``root/``
+``ssv2``        Something-Something v2 JSON (``id``, ``template``) + ``labels.json`` beside it;
+                template brackets stripped; files ``root/{id}.webm``
+``ssv1``        Something-Something v1 ``id;label`` CSV; frame folders ``root/{id}/``
+``diving48``    Diving48 JSON (``vid_name``, ``label``); files ``root/{vid_name}.mp4``
+``mit``         Moments in Time CSV ``class/file.mp4,label,...`` (no header)
+``ucf101``      UCF101 ``trainlist0N.txt`` (``Class/v_x.avi 1``, 1-based) or ``testlist0N.txt``
+                (``Class/v_x.avi``); ``classInd.txt`` beside it when present
+``hmdb51``      HMDB51 split folder (``<class>_test_split<N>.txt``, ``name.avi 1|2|0``); choose
+                ``split`` and ``subset``
+``list``        mmaction list ``path label`` or ``path num_frames label`` (``delimiter``, default
+                whitespace; paths may contain spaces)
+``folder``      a class-per-folder tree ``root/<class>/<video>``
+``csv``         ``path,label`` with a header (label a name or an index)
+==============  =====================================================================================
+
+Class order: names sorted alphabetically (Kinetics' convention), integer labels as given, or the
+order of a names file (``labels.json``, ``classInd.txt``) when the dataset ships one. Pass
+``classes=`` (e.g. the list saved with a training run) to make a validation split use the training
+split's order; ``save_classes`` / ``load_classes`` write and read it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
+FORMATS = ("kinetics", "ssv2", "ssv1", "diving48", "mit", "ucf101", "hmdb51", "list", "folder", "csv")
+
+
+@dataclass
+class Annotations:
+    samples: list[tuple[str, int]]
+    classes: list[str]
+    format: str = ""
+    skipped: list[str] = field(default_factory=list)  # rows without a usable label (e.g. test splits)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def save_classes(classes: list[str], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(list(classes), indent=1))
+
+
+def load_classes(path: str | Path) -> list[str]:
+    return list(json.loads(Path(path).read_text()))
+
+
+def detect_format(path: str | Path) -> str:
+    """Guess the annotation format from the file (see the module docstring)."""
+    p = Path(path)
+    if p.is_dir():
+        if any(p.glob("*_test_split*.txt")):
+            return "hmdb51"
+        return "folder"
+    if p.suffix.lower() == ".json":
+        data = json.loads(p.read_text())
+        first = data[0] if isinstance(data, list) and data else {}
+        if isinstance(first, dict) and "vid_name" in first:
+            return "diving48"
+        if isinstance(first, dict) and "id" in first:
+            return "ssv2"
+        raise ValueError(f"{p}: JSON annotations of an unknown layout; pass format= explicitly ({', '.join(FORMATS)})")
+    lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+    if not lines:
+        raise ValueError(f"{p}: annotation file is empty")
+    head = lines[0].strip()
+    low = head.lower().replace(" ", "")
+    if "youtube_id" in low:
+        return "kinetics"
+    if low.startswith("path,label") or low in ("path,label", "video,label", "filename,label"):
+        return "csv"
+    if re.fullmatch(r"\d+;.+", head):
+        return "ssv1"
+    if re.fullmatch(r"[^/\s]+/v_\S+_g\d+_c\d+\.avi(\s+\d+)?", head):
+        return "ucf101"
+    first_field = head.split(",")[0]
+    if "," in head and first_field.lower().endswith(VIDEO_EXTENSIONS) and "/" in first_field:
+        return "mit"
+    return "list"
+
+
+def load_annotations(
+    path: str | Path,
+    root: str | Path | None = None,
+    format: str = "auto",
+    classes: list[str] | None = None,
+    delimiter: str | None = None,
+    split: int = 1,
+    subset: str = "train",
+    labels_file: str | Path | None = None,
+) -> Annotations:
+    """Read an annotation file (or folder) into :class:`Annotations` with paths joined to ``root``."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"annotation file not found: {p}")
+    fmt = detect_format(p) if format == "auto" else format
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown annotation format {format!r}; choose 'auto' or one of {', '.join(FORMATS)}")
+    base = Path(root) if root is not None else (p if p.is_dir() else p.parent)
+    reader = {
+        "kinetics": _kinetics,
+        "ssv2": _ssv2,
+        "ssv1": _ssv1,
+        "diving48": _diving48,
+        "mit": _mit,
+        "ucf101": _ucf101,
+        "hmdb51": _hmdb51,
+        "list": _list,
+        "folder": _folder,
+        "csv": _csv,
+    }[fmt]
+    rows, names, skipped = reader(p, base, delimiter=delimiter, split=split, subset=subset, labels_file=labels_file)
+    ann = _index(rows, names, classes)
+    ann.format, ann.skipped = fmt, skipped
+    return ann
+
+
+def _index(rows: list[tuple[str, str | int]], names: list[str] | None, classes: list[str] | None) -> Annotations:
+    """Map labels (names or ints) to indices in a stable order."""
+    if classes is not None:
+        names = list(classes)
+    elif names is None:
+        labels = {lab for _, lab in rows}
+        if all(isinstance(lab, int) for lab in labels):
+            names = [str(i) for i in range(max(labels) + 1)] if labels else []
+        else:
+            names = sorted(str(lab) for lab in labels)
+    lookup = {n: i for i, n in enumerate(names)}
+    samples = []
+    for path, lab in rows:
+        if isinstance(lab, int) and not (classes is not None and str(lab) in lookup):
+            if not 0 <= lab < len(names):
+                raise ValueError(f"label {lab} of {path} is outside the {len(names)} classes")
+            samples.append((path, lab))
+            continue
+        if str(lab) not in lookup:
+            raise ValueError(f"label {lab!r} of {path} is not among the given classes ({len(names)} known)")
+        samples.append((path, lookup[str(lab)]))
+    return Annotations(samples, names)
+
+
+def _maybe_int(s: str) -> str | int:
+    s = s.strip()
+    return int(s) if re.fullmatch(r"-?\d+", s) else s
+
+
+# ----------------------------------------------------------------------------------------- readers
+def _kinetics(p: Path, base: Path, **_) -> tuple[list, None, list]:
+    rows, skipped = [], []
+    with open(p, newline="") as f:
+        for row in csv.DictReader(f):
+            start, end = int(float(row["time_start"])), int(float(row["time_end"]))
+            name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
+            label = (row.get("label") or "").strip()
+            if not label:
+                skipped.append(name)
+                continue
+            in_class = base / label / name
+            rows.append((str(in_class if in_class.exists() or (base / label).is_dir() else base / name), label))
+    return rows, None, skipped
+
+
+def _strip_brackets(template: str) -> str:
+    return template.replace("[", "").replace("]", "")
+
+
+def _ssv2(p: Path, base: Path, labels_file=None, **_) -> tuple[list, list | None, list]:
+    data = json.loads(p.read_text())
+    labels_path = Path(labels_file) if labels_file else p.parent / "labels.json"
+    names = None
+    if labels_path.exists():
+        mapping = json.loads(labels_path.read_text())  # {"Approaching something with your camera": "0", ...}
+        names = [n for n, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
+    rows, skipped = [], []
+    for item in data:
+        label = item.get("template") or item.get("label")
+        if label is None:
+            skipped.append(str(item["id"]))
+            continue
+        rows.append((str(base / f"{item['id']}.webm"), _strip_brackets(label)))
+    return rows, names, skipped
+
+
+def _ssv1(p: Path, base: Path, **_) -> tuple[list, None, list]:
+    rows = []
+    for line in p.read_text().splitlines():
+        if line.strip():
+            vid, label = line.strip().split(";", 1)
+            rows.append((str(base / vid), label))
+    return rows, None, []
+
+
+def _diving48(p: Path, base: Path, labels_file=None, **_) -> tuple[list, list | None, list]:
+    rows = [(str(base / f"{d['vid_name']}.mp4"), int(d["label"])) for d in json.loads(p.read_text())]
+    names = None
+    vocab = Path(labels_file) if labels_file else p.parent / "Diving48_vocab.json"
+    if vocab.exists():
+        names = ["_".join(v) if isinstance(v, list) else str(v) for v in json.loads(vocab.read_text())]
+    return rows, names, []
+
+
+def _mit(p: Path, base: Path, **_) -> tuple[list, None, list]:
+    rows = []
+    with open(p, newline="") as f:
+        for row in csv.reader(f):
+            if row:
+                rows.append((str(base / row[0]), row[1].strip()))
+    return rows, None, []
+
+
+def _ucf101(p: Path, base: Path, labels_file=None, **_) -> tuple[list, list | None, list]:
+    ind = Path(labels_file) if labels_file else p.parent / "classInd.txt"
+    names = None
+    if ind.exists():
+        pairs = [ln.split() for ln in ind.read_text().splitlines() if ln.strip()]
+        names = [n for _, n in sorted(pairs, key=lambda kv: int(kv[0]))]
+    rows = []
+    for line in p.read_text().splitlines():
+        if not line.strip():
+            continue
+        parts = line.strip().rsplit(maxsplit=1)
+        rel = parts[0] if len(parts) == 2 and parts[1].isdigit() else line.strip()
+        rows.append((str(base / rel), rel.split("/")[0]))  # the class is the folder in the path
+    return rows, names, []
+
+
+def _hmdb51(p: Path, base: Path, split: int = 1, subset: str = "train", **_) -> tuple[list, None, list]:
+    code = {"train": "1", "test": "2", "unused": "0"}.get(subset)
+    if code is None:
+        raise ValueError(f"subset must be 'train', 'test' or 'unused', got {subset!r}")
+    files = sorted(p.glob(f"*_test_split{split}.txt"))
+    if not files:
+        raise FileNotFoundError(f"{p}: no HMDB51 split files '*_test_split{split}.txt'")
+    rows = []
+    for f in files:
+        label = f.name[: -len(f"_test_split{split}.txt")]
+        for line in f.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[-1] == code:
+                rows.append((str(base / label / " ".join(parts[:-1])), label))
+    return rows, None, []
+
+
+def _list(p: Path, base: Path, delimiter: str | None = None, **_) -> tuple[list, None, list]:
+    rows = []
+    for n, line in enumerate(p.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        three = line.rsplit(delimiter, 2)
+        if len(three) == 3 and three[1].strip().isdigit() and re.fullmatch(r"-?\d+", three[2].strip()):
+            rel, label = three[0], three[2]  # "path num_frames label" (rawframes)
+        else:
+            two = line.rsplit(delimiter, 1)
+            if len(two) != 2:
+                raise ValueError(f"{p}:{n}: expected 'path label', got {line!r}")
+            rel, label = two
+        rows.append((str(base / rel.strip()), _maybe_int(label)))
+    return rows, None, []
+
+
+def _folder(p: Path, base: Path, **_) -> tuple[list, None, list]:
+    rows = []
+    for class_dir in sorted(d for d in p.iterdir() if d.is_dir()):
+        for f in sorted(class_dir.iterdir()):
+            if f.suffix.lower() in VIDEO_EXTENSIONS or f.is_dir():
+                rows.append((str(f), class_dir.name))
+    if not rows:
+        raise ValueError(f"{p}: no class folders with videos ({', '.join(VIDEO_EXTENSIONS)}) found")
+    return rows, None, []
+
+
+def _csv(p: Path, base: Path, **_) -> tuple[list, None, list]:
+    rows = []
+    with open(p, newline="") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for row in reader:
+            if row:
+                rows.append((str(base / row[0].strip()), _maybe_int(row[1])))
+    return rows, None, []

@@ -1,0 +1,42 @@
+"""``check_videos``: scan a dataset in parallel and list the files that cannot be read, with reasons."""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from .annotations import load_annotations
+from .decoding import open_video
+
+
+def check_one(path: str, backend: str = "auto") -> tuple[str, str | None, int]:
+    """``(path, None or reason, frames)``: opens the file and decodes its first, middle and last frame."""
+    try:
+        reader = open_video(path, backend)
+        n = reader.num_frames
+        reader.get_frames(sorted({0, n // 2, n - 1}))
+        return path, None, n
+    except Exception as err:  # noqa: BLE001  (any failure is a finding, not a crash)
+        reason = str(err).replace(path, "").strip(": ").splitlines()
+        return path, f"{type(err).__name__}: {reason[0] if reason else ''}", 0
+
+
+def check_videos(
+    annotations: str | Path,
+    root: str | Path | None = None,
+    format: str = "auto",
+    workers: int | None = None,
+    backend: str = "auto",
+) -> dict:
+    """``{"total", "readable", "unreadable": [(path, reason)], "frames": {path: n}}`` for a dataset."""  # fmt: skip
+    ann = load_annotations(annotations, root=root, format=format)
+    paths = [p for p, _ in ann.samples]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = list(pool.map(check_one, paths, [backend] * len(paths), chunksize=16))
+    bad = [(p, reason) for p, reason, _ in results if reason is not None]
+    return {
+        "total": len(paths),
+        "readable": len(paths) - len(bad),
+        "unreadable": bad,
+        "frames": {p: n for p, reason, n in results if reason is None},
+    }
