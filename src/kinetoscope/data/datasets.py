@@ -40,7 +40,7 @@ class VideoDataset(Dataset):
 
     def __init__(
         self,
-        annotations: str | Path,
+        annotations: str | Path | list[tuple[str, int]],
         root: str | Path | None = None,
         *,
         format: str = "auto",
@@ -63,11 +63,15 @@ class VideoDataset(Dataset):
     ) -> None:
         if on_error not in ("substitute", "skip", "raise"):
             raise ValueError(f"on_error must be 'substitute', 'skip' or 'raise', got {on_error!r}")
-        ann = load_annotations(annotations, root=root, format=format, classes=classes)
-        if not ann.samples:
+        if isinstance(annotations, list):  # (path, label) pairs, e.g. videos to predict
+            if classes is None:
+                raise ValueError("a list of (path, label) samples needs classes=")
+            self.samples, self.classes = [(str(p), int(lab)) for p, lab in annotations], list(classes)
+        else:
+            ann = load_annotations(annotations, root=root, format=format, classes=classes)
+            self.samples, self.classes = ann.samples, ann.classes
+        if not self.samples:
             raise ValueError(f"{annotations}: no labelled videos found")
-        self.samples = ann.samples
-        self.classes = ann.classes
         self.train = train
         self.sampler = parse_protocol(sampling, short_video)
         self.clips, self.crops = parse_views(views)
@@ -96,8 +100,9 @@ class VideoDataset(Dataset):
         """Reseed the per-sample randomness (frame choice) for an epoch; makes resumed runs exact."""
         self.epoch = epoch
 
-    def _rng(self, index: int) -> np.random.Generator:
-        return np.random.default_rng((self.seed, self.epoch, index))
+    def _rng(self, index: int, stream: int = 0) -> np.random.Generator:
+        """Randomness of one sample in one epoch; separate ``stream``s for frames, pixels and flips."""
+        return np.random.default_rng((self.seed, self.epoch, index, stream))
 
     def load(self, index: int) -> dict:
         """The sample at ``index``; raises ``VideoDecodeError`` if its file is bad."""
@@ -115,8 +120,11 @@ class VideoDataset(Dataset):
             if close is not None:
                 close()
         if self.train:
-            video = apply_transform(self.transform, frames[0])  # (C, T, H, W)
-            if self.flip_map is not None and label in self.flip_map and self._rng(index).random() < 0.5:
+            # augmentation draws depend on (seed, epoch, index) alone: any worker, any resume, same clip
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(self._rng(index, stream=1).integers(2**62)))
+                video = apply_transform(self.transform, frames[0])  # (C, T, H, W)
+            if self.flip_map is not None and label in self.flip_map and self._rng(index, stream=2).random() < 0.5:
                 video, label = video.flip(-1), self.flip_map[label]
         else:
             views = [apply_transform(self.transform, f) for f in frames]  # (C,T,H,W) or (crops,C,T,H,W)

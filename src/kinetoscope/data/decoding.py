@@ -33,7 +33,7 @@ Layout = Literal["TCHW", "THWC"]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(OSError):
     """A file that cannot be opened or decoded; the message names the file and the reason."""
 
 

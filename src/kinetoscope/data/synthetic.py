@@ -56,14 +56,15 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 12.0, codec: 
 
 
 def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth random background: low-resolution noise upsampled, plus stripes."""
-    low = rng.uniform(40, 200, size=(4, 4, 3))
+    """A low-contrast random background: a tinted grey with blotches and stripes."""
+    tint = rng.uniform(70, 170, size=3)
+    low = rng.uniform(-25, 25, size=(4, 4, 3))
     reps = -(-size // 4)
-    bg = np.kron(low, np.ones((reps, reps, 1)))[:size, :size]
+    blotches = np.kron(low, np.ones((reps, reps, 1)))[:size, :size]
     yy, xx = np.mgrid[0:size, 0:size]
     angle, freq = rng.uniform(0, math.pi), rng.uniform(0.1, 0.3)
-    stripes = 20 * np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle)))
-    return bg + stripes[..., None]
+    stripes = 12 * np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle)))
+    return tint + blotches + stripes[..., None]
 
 
 def _polygon_mask(size: int, cx: float, cy: float, radius: float, angle: float, sides: int) -> np.ndarray:
@@ -83,17 +84,15 @@ def render_clip(label: str, frames: int, size: int, rng: np.random.Generator) ->
     base = label if label in PAIRS else next(k for k, v in PAIRS.items() if v == label)
     reverse = label not in PAIRS
     bg = _texture(rng, size)
-    colour = rng.uniform(0, 255, size=3)
-    if np.abs(colour - bg.mean((0, 1))).max() < 60:
-        colour = 255 - colour
+    colour = np.where(bg.mean((0, 1)) > 127, rng.uniform(0, 60, size=3), rng.uniform(195, 255, size=3))
     sides = int(rng.choice([3, 4]))
-    radius0 = rng.uniform(0.12, 0.18) * size
-    cx0, cy0 = rng.uniform(0.35, 0.65, size=2) * size
+    radius0 = rng.uniform(0.14, 0.2) * size
+    cx0, cy0 = rng.uniform(0.4, 0.6, size=2) * size
     angle0 = rng.uniform(0, 2 * math.pi)
-    travel = rng.uniform(0.35, 0.5) * size
-    d_colour = rng.uniform(0, 255, size=3)
+    travel = rng.uniform(0.45, 0.6) * size
+    d_colour = bg.mean((0, 1)) + rng.uniform(-50, 50, size=3)
     dpos = rng.uniform(0.1, 0.9, size=2) * size
-    dvel = rng.normal(0, 0.02 * size, size=(frames, 2)).cumsum(0)
+    dvel = rng.normal(0, 0.015 * size, size=(frames, 2)).cumsum(0)
     clip = np.empty((frames, size, size, 3), dtype=np.float32)
     for t in range(frames):
         s = t / max(frames - 1, 1)  # 0 -> 1 over the clip
@@ -103,14 +102,14 @@ def render_clip(label: str, frames: int, size: int, rng: np.random.Generator) ->
         elif base == "move_up":
             cy = cy0 + travel * (0.5 - s)
         elif base == "grow":
-            radius = radius0 * (0.6 + 1.0 * s)
+            radius = radius0 * (0.5 + 1.1 * s)
         elif base == "rotate_cw":
             angle = angle0 + s * 2 * math.pi / sides * 0.9
         img = bg.copy()
         dx, dy = dpos + dvel[t]
         img[_polygon_mask(size, dx % size, dy % size, 0.07 * size, 0.0, 8)] = d_colour
         img[_polygon_mask(size, cx, cy, radius, angle, sides)] = colour
-        clip[t] = img + rng.normal(0, 6, size=img.shape)
+        clip[t] = img + rng.normal(0, 4, size=img.shape)
     clip = np.clip(clip, 0, 255).astype(np.uint8)
     return clip[::-1].copy() if reverse else clip
 
