@@ -4,8 +4,8 @@ Classes come in pairs that differ only in the direction of time: ``move_left`` /
 ``move_up`` / ``move_down``, ``grow`` / ``shrink``, ``rotate_cw`` / ``rotate_ccw``. A video of the second
 class of a pair is drawn exactly like one of the first and then played backwards, so the *set* of
 frames has the same distribution in both classes. A model that ignores frame order therefore cannot
-beat chance within a pair (50%); a model that uses time can reach ~100%. Each video has a textured
-background, a distractor shape on a random walk, per-frame noise and random colours and sizes.
+beat chance within a pair (50%); a model that uses time can reach ~100%. Each video is a camera
+moving over a random textured scene, with a distractor shape on a random walk and per-frame noise.
 
 ``write_synthetic_dataset(out)`` writes ``train/`` and ``val/`` videos and ``train.csv`` / ``val.csv``
 (``path,label`` with a header, paths relative to ``out``) — the default data for ``make demo``, the
@@ -55,61 +55,70 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 12.0, codec: 
             container.mux(packet)
 
 
-def _texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A low-contrast random background: a tinted grey with blotches and stripes."""
-    tint = rng.uniform(70, 170, size=3)
-    low = rng.uniform(-25, 25, size=(4, 4, 3))
-    reps = -(-size // 4)
-    blotches = np.kron(low, np.ones((reps, reps, 1)))[:size, :size]
+def _canvas(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A textured scene ``(size, size, 3)``: smooth colour blotches, stripes and a few solid shapes."""
+    low = rng.uniform(30, 225, size=(6, 6, 3))
+    reps = -(-size // 6)
+    img = np.kron(low, np.ones((reps, reps, 1)))[:size, :size]
     yy, xx = np.mgrid[0:size, 0:size]
-    angle, freq = rng.uniform(0, math.pi), rng.uniform(0.1, 0.3)
-    stripes = 12 * np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle)))
-    return tint + blotches + stripes[..., None]
+    angle, freq = rng.uniform(0, math.pi), rng.uniform(0.15, 0.35)
+    img = img + 25 * np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle)))[..., None]
+    for _ in range(6):
+        cx, cy = rng.uniform(0, size, size=2)
+        img[
+            _polygon_mask(size, cx, cy, rng.uniform(0.04, 0.1) * size, rng.uniform(0, 6.3), int(rng.integers(3, 7)))
+        ] = rng.uniform(0, 255, size=3)
+    return img
 
 
 def _polygon_mask(size: int, cx: float, cy: float, radius: float, angle: float, sides: int) -> np.ndarray:
-    """Filled regular polygon (a triangle or square shows rotation) as a boolean (size, size) mask."""
+    """Filled regular polygon as a boolean (size, size) mask."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     dx, dy = xx - cx, yy - cy
     r = np.hypot(dx, dy)
     theta = np.arctan2(dy, dx) - angle
     sector = 2 * math.pi / sides
-    # distance from centre to the polygon edge in direction theta
     edge = radius * math.cos(math.pi / sides) / np.cos((theta % sector) - sector / 2)
     return r <= edge
 
 
 def render_clip(label: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One ``(frames, size, size, 3)`` uint8 clip of class ``label``."""
+    """One ``(frames, size, size, 3)`` uint8 clip of class ``label``.
+
+    The camera moves over a textured scene (pan left/up, zoom in, rotate clockwise), so the motion is
+    visible everywhere in the frame; a distractor shape wanders on its own and every frame gets noise.
+    The second class of each pair is the first played backwards.
+    """
     base = label if label in PAIRS else next(k for k, v in PAIRS.items() if v == label)
     reverse = label not in PAIRS
-    bg = _texture(rng, size)
-    colour = np.where(bg.mean((0, 1)) > 127, rng.uniform(0, 60, size=3), rng.uniform(195, 255, size=3))
-    sides = int(rng.choice([3, 4]))
-    radius0 = rng.uniform(0.14, 0.2) * size
-    cx0, cy0 = rng.uniform(0.4, 0.6, size=2) * size
-    angle0 = rng.uniform(0, 2 * math.pi)
-    travel = rng.uniform(0.45, 0.6) * size
-    d_colour = bg.mean((0, 1)) + rng.uniform(-50, 50, size=3)
-    dpos = rng.uniform(0.1, 0.9, size=2) * size
-    dvel = rng.normal(0, 0.015 * size, size=(frames, 2)).cumsum(0)
+    big = 2 * size
+    scene = _canvas(rng, big)
+    pan = rng.uniform(0.35, 0.5) * size  # pixels of travel over the clip
+    zoom = rng.uniform(1.5, 1.9)  # scale change over the clip
+    turn = rng.uniform(0.6, 0.9)  # radians over the clip
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - (size - 1) / 2
+    d_colour = rng.uniform(0, 255, size=3)
+    d_pos = rng.uniform(0.2, 0.8, size=2) * size
+    d_walk = rng.normal(0, 0.02 * size, size=(frames, 2)).cumsum(0)
     clip = np.empty((frames, size, size, 3), dtype=np.float32)
     for t in range(frames):
-        s = t / max(frames - 1, 1)  # 0 -> 1 over the clip
-        cx, cy, radius, angle = cx0, cy0, radius0, angle0
-        if base == "move_left":
-            cx = cx0 + travel * (0.5 - s)
+        s = t / max(frames - 1, 1) - 0.5  # -0.5 -> 0.5 over the clip
+        scale, angle, dx, dy = 1.0, 0.0, 0.0, 0.0
+        if base == "move_left":  # the scene moves left: the camera pans right
+            dx = pan * s
         elif base == "move_up":
-            cy = cy0 + travel * (0.5 - s)
-        elif base == "grow":
-            radius = radius0 * (0.5 + 1.1 * s)
+            dy = pan * s
+        elif base == "grow":  # things get bigger: the camera zooms in
+            scale = zoom ** (-s)
         elif base == "rotate_cw":
-            angle = angle0 + s * 2 * math.pi / sides * 0.9
-        img = bg.copy()
-        dx, dy = dpos + dvel[t]
-        img[_polygon_mask(size, dx % size, dy % size, 0.07 * size, 0.0, 8)] = d_colour
-        img[_polygon_mask(size, cx, cy, radius, angle, sides)] = colour
-        clip[t] = img + rng.normal(0, 4, size=img.shape)
+            angle = -turn * s
+        c, si = math.cos(angle) * scale, math.sin(angle) * scale
+        src_x = c * xx - si * yy + big / 2 + dx
+        src_y = si * xx + c * yy + big / 2 + dy
+        img = scene[np.clip(src_y.round().astype(int), 0, big - 1), np.clip(src_x.round().astype(int), 0, big - 1)]
+        px, py = d_pos + d_walk[t]
+        img[_polygon_mask(size, px % size, py % size, 0.08 * size, 0.0, 8)] = d_colour
+        clip[t] = img + rng.normal(0, 5, size=img.shape)
     clip = np.clip(clip, 0, 255).astype(np.uint8)
     return clip[::-1].copy() if reverse else clip
 
