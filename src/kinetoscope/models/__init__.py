@@ -3,6 +3,7 @@
 # Families register their variants on import (one line each, added as they land).
 from . import (
     cstransformer,  # noqa: F401
+    dualformer,  # noqa: F401
     pst,  # noqa: F401
     stat,  # noqa: F401
 )

@@ -1,0 +1,363 @@
+"""DualFormer: local-global stratified transformer for video recognition.
+
+Liang, Zhou, Zimmermann, Yan. "DualFormer: Local-Global Stratified Transformer for Efficient Video
+Recognition", ECCV 2022. Released code: sail-sg/dualformer (mmaction2).
+
+Four stages of a strided-conv pyramid; every "DualFormer block" is two pre-norm sub-blocks, each with
+its own MLP:
+
+* LW-MSA (Sec. 3.2): full attention inside non-overlapping 3D windows (8, 7, 7);
+* GP-MSA (Sec. 3.3, Eq. 3-5): every token queries a small set of *global priors*, keys/values pooled
+  from the whole clip by depthwise 3D convolutions: a fine prior (kernel = stride = resolution /
+  (8, 7, 7)) and a factorised coarse prior (depthwise (1,7,7) conv -> BN -> ReLU -> depthwise conv to
+  a (4, 4, 4) grid), flattened, concatenated, layer-normalised, then projected to K and V;
+* PEG (Sec. 3.4): a depthwise 3x3x3 conv with a residual after the first sub-block of each stage;
+* head: LayerNorm, global average pool, dropout 0.5, linear.
+
+The released code, which reproduces the paper's numbers, differs from the paper's text in three
+places, and we follow the code:
+
+1. The per-stage depths count sub-blocks: T (2, 2, 10, 4), S/B (2, 2, 18, 2) (the paper's Table 1
+   lists DualFormer blocks, half as many).
+2. The coarse (4, 4, 4) prior is used in stages 1-2 only (the paper says stages 1-3).
+3. Stage 4 uses full global attention (its fine prior has the resolution of the map, so the pooling
+   conv and its LayerNorm vanish), where the paper describes an (8, 7, 7) prior.
+
+Choices where neither says:
+
+* Inputs the windows do not divide: the map is zero-padded to window multiples and padded keys are
+  masked out of LW-MSA, so any frame count and crop works (windows larger than the map shrink to it,
+  as in Swin). Prior kernels are ``floor(resolution / prior grid)`` (at least 1); the remainder the
+  stride does not cover is left out of the pooling, as the released code does at its sizes.
+* Ablations as arguments: ``block_kinds`` per stage (``"LG"`` default, ``"LL"``, ``"GG"``; Table 4),
+  ``pyramid`` scales (``("fine", "coarse")``; Table 6), ``downsample`` (``"dwconv"`` as released,
+  ``"conv"`` a dense conv, ``"avgpool"`` parameter-free; Table 7), ``peg``, ``window``, and
+  ``temporal_pool`` (temporal stride of the patch merging per stage; Table 8).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..layers import (
+    Attention,
+    CrossAttention,
+    DropPath,
+    Mlp,
+    check_video_input,
+    drop_path_schedule,
+    inflate_conv_weight,
+    pad_to_multiple,
+    to_3tuple,
+    window_partition,
+    window_reverse,
+)
+from ._base import VideoModel, init_weights_trunc_normal
+from ._config import ModelConfig, PaperReference
+from ._registry import register_model
+
+Downsample = Literal["dwconv", "conv", "avgpool"]
+CITATION = "Liang, Zhou, Zimmermann, Yan, DualFormer: Local-Global Stratified Transformer, ECCV 2022"
+MASK_VALUE = float("-inf")
+
+
+# ------------------------------------------------------------------------------------------- blocks
+class LocalWindowAttention(Attention):
+    """LW-MSA: MHSA inside non-overlapping 3D windows of a channels-last ``(B, T, H, W, C)`` map."""
+
+    def __init__(self, dim: int, num_heads: int, window: Sequence[int] = (8, 7, 7), qkv_bias: bool = True):
+        super().__init__(dim, num_heads, qkv_bias)
+        self.window = to_3tuple(window)
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        B, T, H, W, C = x.shape
+        window = tuple(min(w, n) for w, n in zip(self.window, (T, H, W)))
+        xp = pad_to_multiple(x, window, dims=(1, 2, 3))  # (B, Tp, Hp, Wp, C)
+        size = xp.shape[1:4]
+        windows = window_partition(xp, window)  # (B * nW, N, C)
+        bias = None
+        if size != (T, H, W):  # mask the zero padding out of the keys
+            valid = torch.zeros(1, *size, 1, device=x.device)
+            valid[:, :T, :H, :W] = 1
+            keys = window_partition(valid, window)[..., 0]  # (nW, N)
+            bias = torch.zeros_like(keys).masked_fill(keys == 0, MASK_VALUE)[:, None, None, :]  # (nW, 1, 1, N)
+            bias = bias.repeat(B, 1, 1, 1)
+        out = super().forward(windows, attn_bias=bias)
+        return window_reverse(out, window, size)[:, :T, :H, :W]
+
+
+class GlobalPyramidAttention(nn.Module):
+    """GP-MSA: queries from every token, keys/values from the pooled global priors (Eq. 3-5).
+
+    ``fine`` and ``coarse`` are the prior grids (``None`` disables one). A fine grid as large as the
+    map makes the fine prior the map itself: full global attention (released stage 4).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        resolution: Sequence[int],
+        fine: Sequence[int] | None = (8, 7, 7),
+        coarse: Sequence[int] | None = (4, 4, 4),
+        downsample: Downsample = "dwconv",
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if fine is None and coarse is None:
+            raise ValueError("GP-MSA needs at least one prior scale ('fine' or 'coarse')")
+        self.attn = CrossAttention(dim, num_heads, qkv_bias)
+        self.downsample = downsample
+        res = to_3tuple(resolution)
+        self.fine_kernel = tuple(max(r // f, 1) for r, f in zip(res, fine)) if fine is not None else None
+        self.fine_pool = self._pool(dim, self.fine_kernel) if self.fine_kernel and _prod(self.fine_kernel) > 1 else None
+        self.coarse_grid = to_3tuple(coarse) if coarse is not None else None
+        self.coarse_pool = None
+        if self.coarse_grid is not None:
+            first = (1, min(7, res[1]), min(7, res[2]))
+            mid = tuple(r // k for r, k in zip(res, first))
+            second = tuple(max(m // c, 1) for m, c in zip(mid, self.coarse_grid))
+            self.coarse_pool = nn.Sequential(
+                self._pool(dim, first), nn.BatchNorm3d(dim), nn.ReLU(inplace=True), self._pool(dim, second)
+            )
+        # the fine prior of full resolution is the map itself: no normalisation of the keys (released code)
+        self.norm = nn.LayerNorm(dim) if (self.fine_pool is not None or self.coarse_pool is not None) else None
+
+    def _pool(self, dim: int, kernel: Sequence[int]) -> nn.Module:
+        if self.downsample == "dwconv":
+            return nn.Conv3d(dim, dim, kernel, kernel, groups=dim)
+        if self.downsample == "conv":
+            return nn.Conv3d(dim, dim, kernel, kernel)
+        if self.downsample == "avgpool":
+            return nn.AvgPool3d(kernel, kernel)
+        raise ValueError(f"downsample must be 'dwconv', 'conv' or 'avgpool', got {self.downsample!r}")
+
+    def priors(self, x: Tensor) -> Tensor:
+        """``(B, T, H, W, C) -> (B, G, C)``: fine priors then coarse priors, flattened."""
+        grid = x.permute(0, 4, 1, 2, 3)  # (B, C, T, H, W)
+        parts = []
+        if self.fine_kernel is not None:
+            fine = self.fine_pool(grid) if self.fine_pool is not None else grid
+            parts.append(fine.flatten(2).transpose(1, 2))  # (B, G_fine, C)
+        if self.coarse_pool is not None:
+            parts.append(self.coarse_pool(grid).flatten(2).transpose(1, 2))  # (B, G_coarse, C)
+        priors = torch.cat(parts, dim=1)
+        return self.norm(priors) if self.norm is not None else priors
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, H, W, C = x.shape
+        out = self.attn(x.reshape(B, T * H * W, C), self.priors(x))  # (B, THW, C)
+        return out.view(B, T, H, W, C)
+
+
+def _prod(xs: Sequence[int]) -> int:
+    out = 1
+    for v in xs:
+        out *= v
+    return out
+
+
+class DualFormerSubBlock(nn.Module):
+    """Pre-norm sub-block: ``x + DropPath(MSA(LN(x)))`` then ``x + DropPath(MLP(LN(x)))``."""
+
+    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = attn
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class PositionEncodingGenerator(nn.Module):
+    """PEG: ``x + DWConv3d_3x3x3(x)`` on ``(B, T, H, W, C)``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv3d(dim, dim, 3, 1, 1, groups=dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.proj(x.permute(0, 4, 1, 2, 3)).permute(0, 2, 3, 4, 1)
+
+
+class PatchEmbed(nn.Module):
+    """Strided Conv3d (kernel = stride) + LayerNorm: ``(B, C, T, H, W) -> (B, T', H', W', D)``."""
+
+    def __init__(self, in_chans: int, dim: int, stride: Sequence[int]) -> None:
+        super().__init__()
+        self.stride = to_3tuple(stride)
+        self.proj = nn.Conv3d(in_chans, dim, self.stride, self.stride)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = pad_to_multiple(x, self.stride, dims=(2, 3, 4))
+        return self.norm(self.proj(x).permute(0, 2, 3, 4, 1))
+
+
+class DualFormerStage(nn.Module):
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        stride: Sequence[int],
+        resolution: Sequence[int],
+        block_kind: str,
+        fine: Sequence[int] | None,
+        coarse: Sequence[int] | None,
+        window: Sequence[int],
+        downsample: Downsample,
+        peg: bool,
+        mlp_ratio: float,
+        drop_paths: Sequence[float],
+        qkv_bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if len(block_kind) != 2 or set(block_kind) - {"L", "G"}:
+            raise ValueError(f"block kind must be two letters of 'L'/'G' (e.g. 'LG'), got {block_kind!r}")
+        self.patch_embed = PatchEmbed(in_dim, dim, stride)
+        blocks = []
+        for i in range(depth):
+            if block_kind[i % 2] == "L":
+                attn: nn.Module = LocalWindowAttention(dim, num_heads, window, qkv_bias)
+            else:
+                attn = GlobalPyramidAttention(dim, num_heads, resolution, fine, coarse, downsample, qkv_bias)
+            blocks.append(DualFormerSubBlock(dim, attn, mlp_ratio, drop_paths[i]))
+        self.blocks = nn.ModuleList(blocks)
+        self.peg = PositionEncodingGenerator(dim) if peg else None
+
+
+# -------------------------------------------------------------------------------------------- model
+class DualFormer(VideoModel):
+    """DualFormer on ``(B, 3, T, H, W)`` clips (see the module docstring)."""
+
+    def __init__(
+        self,
+        num_classes: int = 400,
+        num_frames: int = 32,
+        img_size: int = 224,
+        in_chans: int = 3,
+        embed_dims: Sequence[int] = (64, 128, 256, 512),
+        depths: Sequence[int] = (2, 2, 10, 4),
+        num_heads: Sequence[int] = (2, 4, 8, 16),
+        patch_size: Sequence[int] = (2, 4, 4),
+        temporal_pool: Sequence[int] = (1, 1, 1),
+        block_kinds: Sequence[str] | str = "LG",
+        pyramid: Sequence[str] = ("fine", "coarse"),
+        fine_size: Sequence[Sequence[int] | None] | None = None,
+        coarse_stages: Sequence[int] = (0, 1),
+        coarse_size: Sequence[int] = (4, 4, 4),
+        window: Sequence[int] = (8, 7, 7),
+        downsample: Downsample = "dwconv",
+        peg: bool = True,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        head_drop_rate: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.num_classes, self.in_chans = num_classes, in_chans
+        n = len(depths)
+        kinds = [block_kinds] * n if isinstance(block_kinds, str) else list(block_kinds)
+        unknown = set(pyramid) - {"fine", "coarse"}
+        if unknown:
+            raise ValueError(f"pyramid scales are 'fine' and 'coarse', got {sorted(unknown)}")
+        patch = to_3tuple(patch_size)
+        res = [num_frames // patch[0], img_size // patch[1], img_size // patch[2]]
+        strides = [patch] + [(tp, 2, 2) for tp in temporal_pool]
+        if fine_size is None:  # released: (8,7,7) priors in stages 1-3, the full map in stage 4
+            fine_size = [tuple(window)] * (n - 1) + [None]
+        dpr = drop_path_schedule(drop_path_rate, sum(depths))
+        self.stages = nn.ModuleList()
+        in_dim = in_chans
+        for i in range(n):
+            if i > 0:
+                res = [max(r // s, 1) for r, s in zip(res, strides[i])]
+            fine = fine_size[i] if fine_size[i] is not None else tuple(res)
+            self.stages.append(
+                DualFormerStage(
+                    in_dim, embed_dims[i], depths[i], num_heads[i], strides[i], res, kinds[i],
+                    fine if "fine" in pyramid else None,
+                    coarse_size if ("coarse" in pyramid and i in coarse_stages) else None,
+                    window, downsample, peg, mlp_ratio, dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                )
+            )  # fmt: skip
+            in_dim = embed_dims[i]
+        self.num_features = embed_dims[-1]
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(init_weights_trunc_normal)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, 3, T, H, W) -> (B, T', H', W', C)`` after the final LayerNorm."""
+        check_video_input(x, self.in_chans, type(self).__name__)
+        for s, stage in enumerate(self.stages):
+            if s > 0:
+                x = x.permute(0, 4, 1, 2, 3)  # (B, C, T, H, W) for the strided merging conv
+            x = stage.patch_embed(x)  # (B, T, H, W, C)
+            for i, blk in enumerate(stage.blocks):
+                x = self.checkpointed(blk, x)
+                if i == 0 and stage.peg is not None:
+                    x = stage.peg(x)
+        return self.norm(x)
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(x.mean(dim=(1, 2, 3)))
+        return x if pre_logits else self.head(x)
+
+    def convert_2d_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Keys already in our names; drop the 2D classifier names timm-style checkpoints use."""
+        return {k.replace("head.fc.", "head."): v for k, v in sd.items()}
+
+    def resize_2d_tensor(self, key: str, v: Tensor, target: Tensor) -> Tensor | None:
+        """Inflate 2D kernels of the prior convs and PEGs: repeated over time and divided by its length
+        (the released ImageNet inflation); the coarse prior's second conv may be a mean filter."""
+        if v.dim() == 4 and target.dim() == 5 and v.shape[:2] == target.shape[:2]:
+            w = inflate_conv_weight(v, target.shape[2])
+            if w.shape[3:] != target.shape[3:]:
+                w = F.interpolate(w.flatten(0, 1), size=target.shape[2:], mode="trilinear").view_as(target)
+            return w
+        return None
+
+
+# ------------------------------------------------------------------------------------------ variants
+_VARIANTS = {
+    #                 dims                   heads            depths (sub-blocks)  drop path  params M  GMACs   top-1
+    "dualformer_t": ((64, 128, 256, 512), (2, 4, 8, 16), (2, 2, 10, 4), 0.1, 21.8, 60.09, 79.5),
+    "dualformer_s": ((96, 192, 384, 768), (3, 6, 12, 24), (2, 2, 18, 2), 0.2, 48.9, 158.69, 80.6),
+    "dualformer_b": ((128, 256, 512, 1024), (4, 8, 16, 32), (2, 2, 18, 2), 0.3, 86.8, 267.96, 81.1),
+}
+
+
+def _builder(dims, heads, depths, drop_path, **defaults):
+    def build(num_classes: int, num_frames: int, img_size: int, **kwargs) -> DualFormer:
+        args = dict(embed_dims=dims, num_heads=heads, depths=depths, drop_path_rate=drop_path, **defaults)
+        args.update(kwargs)
+        return DualFormer(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **args)
+
+    return build
+
+
+for _name, (_dims, _heads, _depths, _dp, _params, _gmacs, _top1) in _VARIANTS.items():
+    register_model(
+        ModelConfig(
+            name=_name, num_frames=32, img_size=224, test_views="4x1", sampling="dense:32x2", min_input=(4, 64),
+            paper=PaperReference(_params, _gmacs, "mac", None, "4x1", _top1, "Kinetics-400", "IN-1K", CITATION,
+                                 note="params of the backbone (no head); GFLOPs per view as released (fvcore)"),
+        )
+    )(_builder(_dims, _heads, _depths, _dp))  # fmt: skip
+
+register_model(
+    ModelConfig(name="dualformer_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
+                min_input=(4, 32))
+)(_builder((32, 64, 128, 256), (1, 2, 4, 8), (2, 2, 2, 2), 0.0, window=(4, 4, 4), head_drop_rate=0.0))  # fmt: skip
