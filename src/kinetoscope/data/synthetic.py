@@ -4,8 +4,9 @@ Classes come in pairs that differ only in the direction of time: ``move_left`` /
 ``move_up`` / ``move_down``, ``grow`` / ``shrink``, ``rotate_cw`` / ``rotate_ccw``. A video of the second
 class of a pair is drawn exactly like one of the first and then played backwards, so the *set* of
 frames has the same distribution in both classes. A model that ignores frame order therefore cannot
-beat chance within a pair (50%); a model that uses time can reach ~100%. Each video is a camera
-moving over a random textured scene, with a distractor shape on a random walk and per-frame noise.
+beat chance within a pair (50%); a model that uses time can reach ~100%. Each video has three bright
+shapes moving together over a dim textured background, a grey distractor shape on a random walk,
+per-frame noise, and random colours, sizes, positions and speeds.
 
 ``write_synthetic_dataset(out)`` writes ``train/`` and ``val/`` videos and ``train.csv`` / ``val.csv``
 (``path,label`` with a header, paths relative to ``out``) — the default data for ``make demo``, the
@@ -55,20 +56,14 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float = 12.0, codec: 
             container.mux(packet)
 
 
-def _canvas(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A textured scene ``(size, size, 3)``: smooth colour blotches, stripes and a few solid shapes."""
-    low = rng.uniform(30, 225, size=(6, 6, 3))
-    reps = -(-size // 6)
-    img = np.kron(low, np.ones((reps, reps, 1)))[:size, :size]
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A dim, low-contrast textured background ``(size, size, 3)``: tinted blotches and stripes."""
+    low = rng.uniform(-18, 18, size=(4, 4, 3))
+    reps = -(-size // 4)
+    img = rng.uniform(40, 80, size=3) + np.kron(low, np.ones((reps, reps, 1)))[:size, :size]
     yy, xx = np.mgrid[0:size, 0:size]
-    angle, freq = rng.uniform(0, math.pi), rng.uniform(0.15, 0.35)
-    img = img + 25 * np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle)))[..., None]
-    for _ in range(6):
-        cx, cy = rng.uniform(0, size, size=2)
-        img[
-            _polygon_mask(size, cx, cy, rng.uniform(0.04, 0.1) * size, rng.uniform(0, 6.3), int(rng.integers(3, 7)))
-        ] = rng.uniform(0, 255, size=3)
-    return img
+    angle, freq = rng.uniform(0, math.pi), rng.uniform(0.2, 0.5)
+    return img + 10 * np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle)))[..., None]
 
 
 def _polygon_mask(size: int, cx: float, cy: float, radius: float, angle: float, sides: int) -> np.ndarray:
@@ -82,43 +77,58 @@ def _polygon_mask(size: int, cx: float, cy: float, radius: float, angle: float, 
     return r <= edge
 
 
+def _polar(radius: float, angle: float) -> np.ndarray:
+    return np.array([radius * math.cos(angle), radius * math.sin(angle)])
+
+
 def render_clip(label: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
     """One ``(frames, size, size, 3)`` uint8 clip of class ``label``.
 
-    The camera moves over a textured scene (pan left/up, zoom in, rotate clockwise), so the motion is
-    visible everywhere in the frame; a distractor shape wanders on its own and every frame gets noise.
+    Three bright shapes move together over a dim textured background (translate, scale about the
+    centre, or rotate about the centre); a grey distractor wanders on its own; every frame gets noise.
     The second class of each pair is the first played backwards.
     """
     base = label if label in PAIRS else next(k for k, v in PAIRS.items() if v == label)
     reverse = label not in PAIRS
-    big = 2 * size
-    scene = _canvas(rng, big)
+    bg = _background(rng, size)
+    centre = (size - 1) / 2
+    shapes = [
+        dict(
+            pos=_polar(rng.uniform(0.18, 0.32) * size, rng.uniform(0, 2 * math.pi)),  # from the centre
+            radius=rng.uniform(0.08, 0.13) * size,
+            angle=rng.uniform(0, 2 * math.pi),
+            sides=int(rng.integers(3, 5)),
+            colour=rng.uniform(170, 255, size=3),
+        )
+        for _ in range(3)
+    ]
     pan = rng.uniform(0.35, 0.5) * size  # pixels of travel over the clip
-    zoom = rng.uniform(1.5, 1.9)  # scale change over the clip
-    turn = rng.uniform(0.6, 0.9)  # radians over the clip
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) - (size - 1) / 2
-    d_colour = rng.uniform(0, 255, size=3)
+    zoom = rng.uniform(1.6, 2.0)  # scale change over the clip
+    turn = rng.uniform(1.2, 1.6)  # radians over the clip
+    d_colour = rng.uniform(100, 140, size=3)
     d_pos = rng.uniform(0.2, 0.8, size=2) * size
     d_walk = rng.normal(0, 0.02 * size, size=(frames, 2)).cumsum(0)
     clip = np.empty((frames, size, size, 3), dtype=np.float32)
     for t in range(frames):
         s = t / max(frames - 1, 1) - 0.5  # -0.5 -> 0.5 over the clip
-        scale, angle, dx, dy = 1.0, 0.0, 0.0, 0.0
-        if base == "move_left":  # the scene moves left: the camera pans right
-            dx = pan * s
-        elif base == "move_up":
-            dy = pan * s
-        elif base == "grow":  # things get bigger: the camera zooms in
-            scale = zoom ** (-s)
-        elif base == "rotate_cw":
-            angle = -turn * s
-        c, si = math.cos(angle) * scale, math.sin(angle) * scale
-        src_x = c * xx - si * yy + big / 2 + dx
-        src_y = si * xx + c * yy + big / 2 + dy
-        img = scene[np.clip(src_y.round().astype(int), 0, big - 1), np.clip(src_x.round().astype(int), 0, big - 1)]
+        img = bg.copy()
         px, py = d_pos + d_walk[t]
-        img[_polygon_mask(size, px % size, py % size, 0.08 * size, 0.0, 8)] = d_colour
-        clip[t] = img + rng.normal(0, 5, size=img.shape)
+        img[_polygon_mask(size, px % size, py % size, 0.07 * size, 0.0, 8)] = d_colour
+        for sh in shapes:
+            (x, y), radius, angle = sh["pos"], sh["radius"], sh["angle"]
+            if base == "move_left":
+                x = x - pan * s
+            elif base == "move_up":
+                y = y - pan * s
+            elif base == "grow":
+                k = zoom**s
+                x, y, radius = x * k, y * k, radius * k
+            elif base == "rotate_cw":  # about the centre, image y pointing down: positive angle is clockwise
+                a = turn * s
+                x, y = x * math.cos(a) - y * math.sin(a), x * math.sin(a) + y * math.cos(a)
+                angle = angle + a
+            img[_polygon_mask(size, x + centre, y + centre, radius, angle, sh["sides"])] = sh["colour"]
+        clip[t] = img + rng.normal(0, 4, size=img.shape)
     clip = np.clip(clip, 0, 255).astype(np.uint8)
     return clip[::-1].copy() if reverse else clip
 

@@ -16,6 +16,11 @@ from ..profiling import paper_comparison
 from .config import TrainConfig
 from .train import train
 
+# The rotation pair is left out of the demo: with global average pooling and no absolute position
+# embedding, a Swin-style pst_nano needs far longer than a few CPU minutes to tell clockwise from
+# counter-clockwise orbits (measured: 30-40% within that pair after 16 epochs, 100% on the others).
+DEMO_CLASSES = ["move_left", "move_right", "move_up", "move_down", "grow", "shrink"]
+
 DEMO_RECIPE = dict(
     model="pst_nano",
     frames=16,
@@ -25,9 +30,9 @@ DEMO_RECIPE = dict(
     views="2x1",
     spatial="jitter",
     flip=False,  # a mirrored move_left is a move_right: plain flips would corrupt the labels
-    epochs=12,
+    epochs=16,
     batch_size=8,
-    lr=1e-3,
+    lr=1.5e-3,
     weight_decay=0.05,
     warmup_epochs=1,
     label_smoothing=0.0,
@@ -51,7 +56,7 @@ def run_demo(
     if not (data / "val.csv").exists():
         print(f"writing the synthetic time-direction dataset to {data} ...")
         info = write_synthetic_dataset(
-            data, per_class=per_class, val_per_class=max(per_class // 4, 2), frames=32, size=72
+            data, DEMO_CLASSES, per_class=per_class, val_per_class=max(per_class // 4, 2), frames=32, size=72
         )
     else:
         info = {"train": data / "train.csv", "val": data / "val.csv"}
@@ -65,7 +70,8 @@ def run_demo(
     result = train(TrainConfig(**recipe))
     top1 = result.get("metrics", {}).get("top1")
     print(
-        f"\nvalidation top-1 {top1:.1f}% (chance 12.5%; a frame-order-blind model is capped at 50%) "
+        f"\nvalidation top-1 {top1:.1f}% (chance {100 / len(DEMO_CLASSES):.1f}%; a frame-order-blind model "
+        "is capped at 50%) "
         f"with {recipe['views']} views, in {time.perf_counter() - t0:.0f} s"
     )
     print(f"plots: {Path(result['output']) / 'curves.png'}, {Path(result['output']) / 'confusion.png'}")
