@@ -42,9 +42,7 @@ DEMO_RECIPE = dict(
 )
 
 
-def run_demo(
-    out_dir: str | Path = "demo_out", epochs: int | None = None, per_class: int = 40, quick: bool = False
-) -> dict:
+def run_demo(out_dir: str | Path = "demo_out", epochs: int | None = None, per_class: int = 40) -> dict:
     out = Path(out_dir)
     t0 = time.perf_counter()
     print(f"kinetoscope demo: {len(list_models())} registered models; the PST family beside its paper:")
@@ -64,8 +62,6 @@ def run_demo(
     if epochs is not None:
         recipe["epochs"] = epochs
         recipe["eval_every"] = max(1, min(recipe["eval_every"], epochs))
-    if quick:
-        recipe.update(workers=0)
     print(f"training pst_nano for {recipe['epochs']} epochs on CPU ...")
     result = train(TrainConfig(**recipe))
     top1 = result.get("metrics", {}).get("top1")
