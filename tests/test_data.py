@@ -290,3 +290,31 @@ def test_eval_dataset_stacks_views(synthetic):
     ds = VideoDataset(synthetic["val"], sampling="uniform:8", views="2x3", train=False, crop_size=32)
     sample = ds[0]
     assert sample["video"].shape == (6, 3, 8, 32, 32) and ds.num_classes == 8
+
+
+@pytest.mark.parametrize("reader_cls", READERS)
+def test_variable_frame_rate_indices_follow_presentation_order(tmp_path, reader_cls):
+    """Irregular timestamps (VFR): index i is the i-th frame shown, whatever the gaps between them."""
+    import fractions
+
+    import av
+
+    frames = _known_frames()[:20]
+    stamps = np.cumsum([0, *np.random.default_rng(0).integers(10, 90, len(frames) - 1)])
+    path = tmp_path / "vfr.mkv"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264rgb", rate=30)
+        stream.width, stream.height, stream.pix_fmt = W, H, "rgb24"
+        stream.options = {"qp": "0", "g": "5"}
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for image, pts in zip(frames, stamps):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = int(pts), fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    reader = reader_cls(path)
+    assert reader.num_frames == 20
+    idx = [0, 7, 19, 3, 12]
+    np.testing.assert_array_equal(reader.get_frames(idx, layout="THWC").numpy(), frames[idx])
