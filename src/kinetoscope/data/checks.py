@@ -6,7 +6,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from .annotations import load_annotations
-from .decoding import open_video
+from .decoding import error_reason, open_video
 
 
 def check_one(path: str, backend: str = "auto") -> tuple[str, str | None, int]:
@@ -17,8 +17,7 @@ def check_one(path: str, backend: str = "auto") -> tuple[str, str | None, int]:
         reader.get_frames(sorted({0, n // 2, n - 1}))
         return path, None, n
     except Exception as err:  # noqa: BLE001  (any failure is a finding, not a crash)
-        reason = str(err).replace(path, "").strip(": ").splitlines()
-        return path, f"{type(err).__name__}: {reason[0] if reason else ''}", 0
+        return path, f"{type(err).__name__}: {error_reason(path, err)}", 0
 
 
 def check_videos(

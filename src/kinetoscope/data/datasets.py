@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from .annotations import load_annotations
-from .decoding import Backend, VideoDecodeError, open_video
+from .decoding import Backend, VideoDecodeError, error_reason, open_video
 from .sampling import parse_protocol, parse_views
 from .transforms import IMAGENET_MEAN, IMAGENET_STD, apply_transform, build_transform
 
@@ -155,7 +155,7 @@ class VideoDataset(Dataset):
         if path in self._reported:
             return
         self._reported.add(path)
-        reason = str(err).replace(path, "").strip(": ").splitlines()[0] if str(err) else type(err).__name__
+        reason = error_reason(path, err)
         log.warning("bad video %s: %s (policy: %s)", path, reason, self.on_error)
         if self.report_path is not None:
             self.report_path.parent.mkdir(parents=True, exist_ok=True)

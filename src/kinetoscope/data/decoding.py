@@ -37,6 +37,12 @@ class VideoDecodeError(OSError):
     """A file that cannot be opened or decoded; the message names the file and the reason."""
 
 
+def error_reason(path: str, err: BaseException) -> str:
+    """The first line of ``err``'s message without the file path (the report names the path once)."""
+    lines = [ln for ln in str(err).replace(path, "").strip(": ").splitlines() if ln.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 class VideoReader(Protocol):
     path: str
 
