@@ -7,12 +7,6 @@ from kinetoscope.models.dualformer import DualFormer, GlobalPyramidAttention, Lo
 from kinetoscope.profiling import count_macs, count_params
 
 
-def _split(attn, x):
-    B, N, C = x.shape
-    h, d = attn.num_heads, attn.head_dim
-    return [t.reshape(B, -1, h, d).transpose(1, 2) for t in x]
-
-
 def _dense(q, k, v):
     return (q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5).softmax(-1) @ v
 

@@ -37,6 +37,7 @@ Choices where neither says:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -115,7 +116,9 @@ class GlobalPyramidAttention(nn.Module):
         self.downsample = downsample
         res = to_3tuple(resolution)
         self.fine_kernel = tuple(max(r // f, 1) for r, f in zip(res, fine)) if fine is not None else None
-        self.fine_pool = self._pool(dim, self.fine_kernel) if self.fine_kernel and _prod(self.fine_kernel) > 1 else None
+        self.fine_pool = (
+            self._pool(dim, self.fine_kernel) if self.fine_kernel and math.prod(self.fine_kernel) > 1 else None
+        )
         self.coarse_grid = to_3tuple(coarse) if coarse is not None else None
         self.coarse_pool = None
         if self.coarse_grid is not None:
@@ -153,13 +156,6 @@ class GlobalPyramidAttention(nn.Module):
         B, T, H, W, C = x.shape
         out = self.attn(x.reshape(B, T * H * W, C), self.priors(x))  # (B, THW, C)
         return out.view(B, T, H, W, C)
-
-
-def _prod(xs: Sequence[int]) -> int:
-    out = 1
-    for v in xs:
-        out *= v
-    return out
 
 
 class DualFormerSubBlock(nn.Module):
