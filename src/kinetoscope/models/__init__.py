@@ -5,6 +5,7 @@ from . import (
     cstransformer,  # noqa: F401
     dualformer,  # noqa: F401
     pst,  # noqa: F401
+    sct,  # noqa: F401
     stat,  # noqa: F401
 )
 from ._base import VideoModel

@@ -48,8 +48,7 @@ from torch import Tensor, nn
 from ..layers import (
     Attention,
     CrossAttention,
-    DropPath,
-    Mlp,
+    PreNormBlock,
     check_video_input,
     drop_path_schedule,
     inflate_conv_weight,
@@ -158,22 +157,6 @@ class GlobalPyramidAttention(nn.Module):
         return out.view(B, T, H, W, C)
 
 
-class DualFormerSubBlock(nn.Module):
-    """Pre-norm sub-block: ``x + DropPath(MSA(LN(x)))`` then ``x + DropPath(MLP(LN(x)))``."""
-
-    def __init__(self, dim: int, attn: nn.Module, mlp_ratio: float = 4.0, drop_path: float = 0.0) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = attn
-        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
-
-
 class PositionEncodingGenerator(nn.Module):
     """PEG: ``x + DWConv3d_3x3x3(x)`` on ``(B, T, H, W, C)``."""
 
@@ -228,7 +211,7 @@ class DualFormerStage(nn.Module):
                 attn: nn.Module = LocalWindowAttention(dim, num_heads, window, qkv_bias)
             else:
                 attn = GlobalPyramidAttention(dim, num_heads, resolution, fine, coarse, downsample, qkv_bias)
-            blocks.append(DualFormerSubBlock(dim, attn, mlp_ratio, drop_paths[i]))
+            blocks.append(PreNormBlock(dim, attn, mlp_ratio, drop_paths[i]))
         self.blocks = nn.ModuleList(blocks)
         self.peg = PositionEncodingGenerator(dim) if peg else None
 

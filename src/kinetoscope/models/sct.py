@@ -1,0 +1,356 @@
+"""SCT: Shifted Chunk Transformer.
+
+Zha, Zhu, Lv, Yang, Liu. "Shifted Chunk Transformer for Spatio-Temporal Representational Learning",
+NeurIPS 2021. No public code exists; everything below follows the paper's text, and where it is
+silent the choice is written here.
+
+The model (paper Fig. 1), per frame and then per clip:
+
+* Tiny patches: ``4 x 4 x 3 = 48`` values, one linear embedding ``E`` to ``D`` (Eq. 1).
+* Frame encoder, ``N = 4`` blocks. Block ``b`` at width ``dims[b]``:
+
+  - image local chunk self-attention (Eq. 1-2): the map is cut into ``7 x 7`` image chunks (zero-padded
+    at the right/bottom border, the padding masked out as keys), a learnable 1D position embedding of
+    length 49 shared by all chunks is added, and ``M`` pre-norm transformer layers run inside every chunk
+    with weights shared across chunks;
+  - one image LSH attention layer over all tokens of the frame (Eq. 3; :mod:`kinetoscope.layers.lsh_attention`);
+  - linear pooling (Eq. 4): each ``2 x 2`` group of tokens is concatenated in the paper's order
+    ``s(2i-1,2j-1), s(2i-1,2j), s(2i,2j-1), s(2i,2j)`` and projected by ``E_t`` (``4 dims[b] -> dims[b+1]``);
+  - shifted MSA (Eq. 5-7): a [CLS] token per frame; queries and values from frame ``t``, keys from frame
+    ``t - shift`` at the same position, cyclic (frame 0 takes its keys from frame ``T - shift``).
+
+* Clip encoder (Eq. 8): the frames' [CLS] features -> ``E'`` to ``D' = 192`` -> a clip [CLS] and a
+  learnable frame position embedding (``T + 1``) -> ``M' = 4`` pre-norm layers -> LayerNorm -> dropout ->
+  linear classifier.
+
+Choices where the paper is silent
+---------------------------------
+* **Stage widths** (``dims``). Table 3 gives ``D``, the MLP size (``4 D``), ``M`` and the heads, but not how
+  the width evolves over the four blocks, and the literal reading (every linear pooling halves the
+  concatenation, ``4c -> 2c``, so the width doubles four times) cannot meet the paper's own numbers: SCT-S
+  would have 96 -> 1536 channels, ~90 M parameters and ~8.6 GMACs per frame instead of 18.72 M and
+  88.18 / 24 = 3.67. No single width rule in ``D`` fits all three variants either: S and L have the same
+  ``M`` and heads and ``D`` doubles, yet the parameters grow 3.2x (not 4x) and the GMACs 3.9x, and SCT-M's
+  two extra chunk layers per block add 4.1 M parameters but only 0.25 GMACs per frame. We keep the
+  paper's structure exactly (four blocks, each with ``M`` chunk layers, one LSH layer, one linear
+  pooling and one shifted MSA layer; the last pooling halves the concatenation as Eq. 4 says) and choose
+  the widths after the first pooling per variant, as Swin and MViT list theirs; each is a multiple of
+  every head count that uses it:
+
+  =======  ===========================  ===================  =====================
+  variant  dims (b0 .. b3, after b3)    params M, ours/paper  GMACs/view, ours/paper
+  =======  ===========================  ===================  =====================
+  sct_s    96, 144, 144, 312, 624       18.51 / 18.72         87.97 / 88.18
+  sct_m    128, 128, 128, 416, 832      33.53 / 33.48         164.58 / 162.90
+  sct_l    192, 288, 288, 576, 1152     60.50 / 59.89         344.84 / 342.58
+  =======  ===========================  ===================  =====================
+
+  Arithmetic (SCT-S, per frame at 224, linear layers only, ``c^2`` per token for ``c x c`` weights):
+  block 0 runs 3136 tokens at 96: ``3136 * (4 * 12 + 11) * 96^2 = 1.71 G`` (chunk layers ``12 c^2``, the
+  shared-QK LSH layer ``11 c^2``); blocks 1-3 at 144, 144, 312 on 784, 196, 49 tokens add 0.96, 0.24 and
+  0.28 G; the four shifted MSA layers (``12 c^2`` on ``1 + N/4`` tokens) 0.38 G; poolings and the
+  embedding 0.09 G: 3.67 G x 24 frames = 87.97 G (the clip encoder on 25 tokens adds 0.01 G). Of the
+  18.51 M parameters the last block holds 11.4 M (chunk and LSH layers at 312: 5.8 M; its shifted layer
+  on 4 x 4 + 1 tokens at 624: 4.7 M) for 0.37 G per frame: parameters that cost little compute, which is
+  what the paper's ratio of 18.72 M to 3.67 G asks for. The clip encoder holds 1.8 M, the head 0.08 M.
+  The widths of SCT-M and SCT-L were found the same way (a grid over multiples of ``D / 4``, keeping
+  ``dims[1] == dims[2]``, the closest match in both numbers). SCT-M's four blocks at 128 except the last
+  (416) are forced by its cheap extra chunk layers: with ``M = 6`` in block 0 alone, 3136 tokens at 128
+  already cost 4.3 of its 6.8 GMACs per frame.
+* **MLP**: 4x the width of its layer everywhere (Table 3's MLP size is ``4 D``, the first block's width).
+* **FLOP convention**: SCT's ViT rows in Table 4 are reproduced exactly by multiply-adds of the linear
+  layers only (24 x 16.9 G = 405.06 for ViT-B/16), so its GFLOPs are compared with ``gmacs_no_attn``.
+* **Position embedding**: Eq. 1's shared 49-long embedding is added at the start of every block's chunk
+  attention (each block's chunks get their own, at that block's width).
+* **Residuals**: Eq. 7 writes the shifted MSA without the skip around the attention; we keep the usual
+  pre-norm residual ``x + MSA(LN(x))`` as in Eq. 2, 3 and 8.
+* **Frame [CLS]**: one learnable token enters the first shifted MSA; it is carried to the next blocks and
+  projected to the new width by a linear layer at each pooling (as PiT does for its class token).
+* **Shifted keys**: ``k_t = (LN(x_{t-s}) W_K)`` equals the key projection of the shifted frame, so the
+  three projections are one ``qkv`` linear and the keys are rolled along time afterwards.
+* **LSH**: bucket size 64 (Reformer's default; 49 buckets at 56 x 56), 4 hash rounds, shared-QK, rotations
+  shared by heads; fresh per forward in training, fixed by ``seed`` in eval. At 7 x 7 (block 3) there is
+  one bucket and one chunk, i.e. exact full attention.
+* **Linear pooling** has no normalisation (Eq. 4); maps with an odd side are zero-padded first.
+* **Head**: ``c = MLP(LN(b))`` with "dropout for the second last layer" is read as ViT's fine-tuning head,
+  LayerNorm -> dropout -> linear.
+* **Clip encoder cost**: the appendix's "two fewer clip layers save 1.05 M / 2.04 G" cannot hold for a
+  192-wide layer on the ``T + 1`` tokens of Eq. 8 (0.44 M, 0.011 G each); we follow Eq. 8 and Table 3.
+* **Ablations** (Table 5 and Sec. 4): ``shift_frames=0`` is the standard MSA, ``shift_layers`` the number
+  of shifted MSA layers per block, ``clip_depth`` the clip encoder's layers, ``lsh=False`` replaces the
+  hashing by full attention with the same projections.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from ..layers import (
+    Attention,
+    LSHAttention,
+    PreNormBlock,
+    attention,
+    check_video_input,
+    drop_path_schedule,
+    pad_to_multiple,
+    resample_1d,
+    window_partition,
+    window_reverse,
+)
+from ..layers.windows import MASK_VALUE
+from ._base import VideoModel, init_weights_trunc_normal
+from ._config import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, PaperReference
+from ._registry import register_model
+
+CITATION = (
+    "Zha, Zhu, Lv, Yang, Liu, Shifted Chunk Transformer for Spatio-Temporal Representational Learning, NeurIPS 2021"
+)
+
+
+class ShiftedAttention(Attention):
+    """Shifted MSA (Eq. 6-7) over ``(B, T, N, C)``: keys of frame ``t`` come from frame ``t - shift``, cyclic.
+
+    ``shift=0`` is standard per-frame MSA (Table 5's "#Shifted frame 0").
+    """
+
+    def __init__(self, dim: int, num_heads: int, shift: int = 1, **kwargs) -> None:
+        super().__init__(dim, num_heads, **kwargs)
+        self.shift = shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, T, N, C = x.shape
+        q, k, v = self.split_heads(x.reshape(B * T, N, C))  # each (B*T, h, N, d)
+        if self.shift:
+            k = k.unflatten(0, (B, T)).roll(self.shift, dims=1).flatten(0, 1)  # k[t] <- k[t - shift]
+        drop = self.attn_drop if self.training else 0.0
+        out, _ = attention(q, k, v, None, drop, False, self.scale)
+        return self.merge_heads(out).reshape(B, T, N, C)
+
+
+class ImageChunkAttention(nn.Module):
+    """``M`` transformer layers inside every ``chunk x chunk`` image chunk, weights shared (Eq. 1-2).
+
+    ``(B, H, W, C) -> (B, H, W, C)``; sizes the chunk does not divide are zero-padded and the padding
+    is masked out as keys.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, chunk: int, mlp_ratio: float, dpr: Sequence[float]):
+        super().__init__()
+        self.chunk = chunk
+        self.pos_embed = nn.Parameter(torch.zeros(1, chunk * chunk, dim))  # shared by all chunks (Eq. 1)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        self.blocks = nn.ModuleList(
+            PreNormBlock(dim, Attention(dim, num_heads), mlp_ratio, dpr[i]) for i in range(depth)
+        )
+
+    def padding_bias(self, H: int, W: int, batch: int, device) -> Tensor | None:
+        """``(batch * nC, 1, 1, L)`` additive key mask for zero-padded border chunks, or None."""
+        c = self.chunk
+        if H % c == 0 and W % c == 0:
+            return None
+        real = pad_to_multiple(torch.ones(1, 1, H, W, 1, device=device), (c, c), (2, 3))
+        real = window_partition(real, (1, c, c)).squeeze(-1)  # (nC, L)
+        bias = (1.0 - real) * MASK_VALUE
+        return bias.repeat(batch, 1)[:, None, None, :]
+
+    def forward(self, x: Tensor, run_blocks) -> Tensor:
+        B, H, W, C = x.shape
+        c = self.chunk
+        x = pad_to_multiple(x, (c, c), (1, 2)).unsqueeze(1)  # (B, 1, H', W', C)
+        size = x.shape[1:4]
+        chunks = window_partition(x, (1, c, c)) + self.pos_embed  # (B*nC, L, C)
+        chunks = run_blocks(self.blocks, chunks, self.padding_bias(H, W, B, x.device))
+        return window_reverse(chunks, (1, c, c), size)[:, 0, :H, :W]
+
+
+class LinearPooling(nn.Module):
+    """Eq. 4: concatenate each 2x2 group (``(B, H, W, C) -> (B, H/2, W/2, 4C)``), then ``E_t: 4C -> C_out``."""
+
+    def __init__(self, dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = pad_to_multiple(x, (2, 2), (1, 2))
+        return self.reduction(rearrange(x, "b (h p1) (w p2) c -> b h w (p1 p2 c)", p1=2, p2=2))
+
+
+class FrameEncoderBlock(nn.Module):
+    """Image chunk self-attention (M chunk layers, image LSH layer, linear pooling), then shifted MSA."""
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        depth: int,
+        heads: Sequence[int],
+        chunk: int,
+        mlp_ratio: float,
+        dpr: Sequence[float],
+        shift_frames: int,
+        shift_layers: int,
+        bucket_size: int,
+        n_hashes: int,
+        lsh: bool,
+        seed: int,
+        cls_in_dim: int | None,
+    ) -> None:
+        super().__init__()
+        chunk_heads, lsh_heads, shift_heads = heads
+        self.chunk_attn = ImageChunkAttention(dim, depth, chunk_heads, chunk, mlp_ratio, dpr[:depth])
+        lsh_attn = LSHAttention(dim, lsh_heads, bucket_size, n_hashes, seed=seed, full_attention=not lsh)
+        self.lsh = PreNormBlock(dim, lsh_attn, mlp_ratio, dpr[depth])
+        self.pool = LinearPooling(dim, out_dim)
+        # the frame [CLS] of the previous block, projected to this width (None: block 0 brings its own)
+        self.cls_proj = nn.Linear(cls_in_dim, out_dim) if cls_in_dim is not None else None
+        self.shifted = nn.ModuleList(
+            PreNormBlock(out_dim, ShiftedAttention(out_dim, shift_heads, shift_frames), mlp_ratio, dpr[depth + 1 + i])
+            for i in range(shift_layers)
+        )
+
+    def forward(self, x: Tensor, cls: Tensor, num_frames: int, run_blocks) -> tuple[Tensor, Tensor]:
+        """``x (B*T, H, W, C)``, ``cls (B*T or 1, C_cls)`` -> ``(B*T, H/2, W/2, C_out)``, ``(B*T, C_out)``."""
+        x = self.chunk_attn(x, run_blocks)
+        BT, H, W, C = x.shape
+        x = run_blocks([self.lsh], x.reshape(BT, H * W, C)).reshape(BT, H, W, C)
+        x = self.pool(x)
+        BT, H, W, C = x.shape
+        if self.cls_proj is not None:
+            cls = self.cls_proj(cls)
+        tokens = torch.cat([cls.expand(BT, -1)[:, None], x.reshape(BT, H * W, C)], dim=1)  # Eq. 5
+        tokens = run_blocks(self.shifted, tokens.unflatten(0, (BT // num_frames, num_frames))).flatten(0, 1)
+        return tokens[:, 1:].reshape(BT, H, W, C), tokens[:, 0]
+
+
+class ShiftedChunkTransformer(VideoModel):
+    """SCT for ``(B, 3, T, H, W)`` clips; any ``T >= 1`` and any ``H, W`` (zero-padded to whole chunks).
+
+    ``dims``: the token width entering each block and after the last pooling (5 values);
+    ``heads``: (chunk attention, LSH, shifted MSA, clip encoder) as Table 3.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 400,
+        num_frames: int = 24,
+        img_size: int = 224,
+        in_chans: int = 3,
+        patch_size: int = 4,
+        chunk_size: int = 7,
+        dims: Sequence[int] = (96, 144, 144, 312, 624),
+        depth: int = 4,
+        heads: Sequence[int] = (4, 6, 8, 8),
+        mlp_ratio: float = 4.0,
+        clip_dim: int = 192,
+        clip_depth: int = 4,
+        clip_mlp_ratio: float = 4.0,
+        shift_frames: int = 1,
+        shift_layers: int = 1,
+        lsh: bool = True,
+        bucket_size: int = 64,
+        n_hashes: int = 4,
+        lsh_seed: int = 0,
+        drop_path_rate: float = 0.1,
+        head_drop_rate: float = 0.2,
+    ) -> None:
+        super().__init__()
+        if len(dims) != 5 or len(heads) != 4:
+            raise ValueError(f"dims needs 5 widths (4 blocks + after the last pooling), heads 4; got {dims}, {heads}")
+        if shift_layers < 1 or shift_frames < 0:
+            raise ValueError(f"shift_layers must be >= 1 and shift_frames >= 0, got {shift_layers}, {shift_frames}")
+        self.num_classes, self.in_chans, self.num_frames = num_classes, in_chans, num_frames
+        self.patch_size = patch_size
+        self.patch_embed = nn.Linear(in_chans * patch_size * patch_size, dims[0])  # E (Eq. 1)
+        per_block = depth + 1 + shift_layers
+        dpr = drop_path_schedule(drop_path_rate, 4 * per_block + clip_depth)
+        self.cls_token = nn.Parameter(torch.zeros(1, dims[1]))
+        self.blocks = nn.ModuleList(
+            FrameEncoderBlock(
+                dims[b], dims[b + 1], depth, heads[:3], chunk_size, mlp_ratio, dpr[b * per_block : (b + 1) * per_block],
+                shift_frames, shift_layers, bucket_size, n_hashes, lsh, lsh_seed + b, dims[b] if b > 0 else None,
+            )
+            for b in range(4)
+        )  # fmt: skip
+        self.frame_embed = nn.Linear(dims[4], clip_dim)  # E' (Eq. 8)
+        self.clip_cls_token = nn.Parameter(torch.zeros(1, 1, clip_dim))
+        self.clip_pos_embed = nn.Parameter(torch.zeros(1, num_frames + 1, clip_dim))
+        self.clip_blocks = nn.ModuleList(
+            PreNormBlock(clip_dim, Attention(clip_dim, heads[3]), clip_mlp_ratio, dpr[4 * per_block + i])
+            for i in range(clip_depth)
+        )
+        self.num_features = clip_dim
+        self.norm = nn.LayerNorm(clip_dim)
+        self.head_drop = nn.Dropout(head_drop_rate)
+        self.head = nn.Linear(clip_dim, num_classes) if num_classes > 0 else nn.Identity()
+        for p in (self.cls_token, self.clip_cls_token, self.clip_pos_embed):
+            nn.init.trunc_normal_(p, std=0.02)
+        self.apply(init_weights_trunc_normal)
+
+    def embed_patches(self, x: Tensor) -> Tensor:
+        """``(B, C, T, H, W) -> (B*T, H/p, W/p, D)``: flattened ``p x p x C`` tiny patches through ``E``."""
+        p = self.patch_size
+        x = pad_to_multiple(x, (p, p), (3, 4))
+        x = rearrange(x, "b c t (h p1) (w p2) -> (b t) h w (p1 p2 c)", p1=p, p2=p)
+        return self.patch_embed(x)
+
+    def forward_frames(self, x: Tensor) -> Tensor:
+        """Frame encoder: ``(B, C, T, H, W) -> (B, T, dims[4])`` frame [CLS] features."""
+        check_video_input(x, self.in_chans, type(self).__name__)
+        B, _, T = x.shape[:3]
+        x = self.embed_patches(x)
+        cls = self.cls_token  # (1, C), broadcast to every frame by the first block
+        for blk in self.blocks:
+            x, cls = blk(x, cls, T, self.run_blocks)
+        return cls.reshape(B, T, -1)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """``(B, C, T, H, W) -> (B, clip_dim)``: the clip [CLS] after the clip encoder and LayerNorm."""
+        frames = self.frame_embed(self.forward_frames(x))  # (B, T, D')
+        B, T, _ = frames.shape
+        tokens = torch.cat([self.clip_cls_token.expand(B, -1, -1), frames], dim=1)
+        tokens = tokens + resample_1d(self.clip_pos_embed, T + 1)
+        tokens = self.run_blocks(self.clip_blocks, tokens)
+        return self.norm(tokens[:, 0])
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+
+# ------------------------------------------------------------------------------------------ variants
+_VARIANTS = {
+    #           dims (b0..b3, after b3)      M  heads (chunk, LSH, shift, clip)  params M  GFLOPs  top-1 K400
+    "sct_s": ((96, 144, 144, 312, 624), 4, (4, 6, 8, 8), 18.72, 88.18, 78.4),
+    "sct_m": ((128, 128, 128, 416, 832), 6, (4, 8, 8, 8), 33.48, 162.90, 81.3),
+    "sct_l": ((192, 288, 288, 576, 1152), 4, (4, 6, 8, 8), 59.89, 342.58, 83.0),
+}
+
+
+def _builder(dims, depth, heads, **defaults):
+    def build(num_classes: int, num_frames: int, img_size: int, **kwargs) -> ShiftedChunkTransformer:
+        args = dict(dims=dims, depth=depth, heads=heads, **defaults)
+        args.update(kwargs)
+        return ShiftedChunkTransformer(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **args)
+
+    return build
+
+
+for _name, (_dims, _depth, _heads, _params, _gflops, _top1) in _VARIANTS.items():
+    register_model(
+        ModelConfig(
+            name=_name, num_frames=24, img_size=224, mean=INCEPTION_MEAN, std=INCEPTION_STD, test_views="4x3",
+            sampling="dense:24x6", min_input=(4, 32),
+            paper=PaperReference(_params, _gflops, "mac_no_attn", 400, "4x3", _top1, "Kinetics-400", "IN-21K",
+                                 CITATION, note="GFLOPs: linear layers only, attention matmuls not counted"),
+        )
+    )(_builder(_dims, _depth, _heads))  # fmt: skip
+
+register_model(
+    ModelConfig(name="sct_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
+                test_views="2x1", sampling="uniform:16", min_input=(4, 32))
+)(_builder((32, 48, 64, 96, 192), 1, (2, 2, 4, 4), chunk_size=4, clip_dim=64, clip_depth=1, bucket_size=16,
+           n_hashes=2, drop_path_rate=0.0, head_drop_rate=0.0))  # fmt: skip
