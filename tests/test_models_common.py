@@ -80,19 +80,11 @@ def test_output_depends_on_frame_order(name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models("*_nano"))
-def test_nano_memorises_eight_clips(name):
+def test_nano_memorises_eight_clips(name, fit_eight_clips):
     """A model that cannot fit 8 clips from scratch has a dead path (SCT's 0.02-init embedding had one)."""
     torch.manual_seed(0)
     model = create_model(name, num_classes=4, num_frames=8, img_size=64)
-    x, y = torch.randn(8, 3, 8, 64, 64), torch.arange(8) % 4
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4)
-    losses = []
-    for _ in range(30):
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit_eight_clips(model, frames=8, lr=3e-4)
     assert losses[-1] < 0.5 * losses[0], losses
 
 

@@ -112,3 +112,9 @@ def test_dagger_needs_even_token_frames():
 def test_pst_handles_sizes_the_window_does_not_divide():
     model = create_model("pst_nano", num_classes=3).eval()
     assert model(torch.randn(1, 3, 5, 50, 70)).shape == (1, 3)
+
+
+def test_pst_nano_overfits_eight_clips(fit_eight_clips):
+    torch.manual_seed(0)
+    losses = fit_eight_clips(create_model("pst_nano", num_classes=4), frames=16, lr=2e-3)
+    assert losses[-1] < 0.1 * losses[0], losses
