@@ -331,11 +331,6 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         raise ValueError(f"{source or 'config'}: {err}") from None
 
 
-def apply_overrides(cfg: TrainConfig, values: dict[str, Any], source: str) -> TrainConfig:
-    """``cfg`` with fields replaced from a mapping (checked and coerced like any layer)."""
-    return dataclasses.replace(cfg, **_check_layer(values, source))
-
-
 # ---------------------------------------------------------------------------------------- resolution
 def with_frames(sampling: str, frames: int) -> str:
     """Keep the protocol's kind and stride, but read ``frames`` frames (``--frames`` overrides)."""
