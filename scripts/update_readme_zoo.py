@@ -1,6 +1,9 @@
-"""Regenerate the model-zoo table in README.md from `kinetoscope models --format markdown`.
+"""Regenerate the model-zoo table in README.md and the rows `kinetoscope models` ships with.
 
-Run `make zoo` after adding or changing a variant; tests/test_readme.py fails while the table is stale.
+Run `make zoo` after adding or changing a variant (or anything under models/ or layers/): it counts every
+registered variant once, writes the Markdown table between the README's zoo markers, and writes
+src/kinetoscope/_zoo_table.py, which `kinetoscope models` reads instead of counting while its fingerprint
+matches the model sources. tests/test_readme.py fails while either is stale.
 """
 
 from __future__ import annotations
@@ -8,28 +11,33 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from kinetoscope.cli import format_zoo_table
-from kinetoscope.models import list_models
-from kinetoscope.profiling import paper_comparison
+from kinetoscope.profiling import format_zoo_table, write_zoo_table, zoo_rows
 
 BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def zoo_markdown() -> str:
-    return format_zoo_table([paper_comparison(n) for n in list_models()], markdown=True)
+def counted_rows() -> list[dict]:
+    return zoo_rows(recount=True, progress=True)
 
 
-def render(readme: str) -> str:
+def zoo_markdown(rows: list[dict] | None = None) -> str:
+    return format_zoo_table(counted_rows() if rows is None else rows, markdown=True)
+
+
+def render(readme: str, rows: list[dict] | None = None) -> str:
     head, rest = readme.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{zoo_markdown()}\n{END}{tail}"
+    return f"{head}{BEGIN}\n{zoo_markdown(rows)}\n{END}{tail}"
 
 
 if __name__ == "__main__":
+    rows = counted_rows()
     text = README.read_text()
-    new = render(text)
+    new = render(text, rows)
     if "--check" in sys.argv:
-        sys.exit(0 if new == text else 1)
+        from kinetoscope.profiling import shipped_zoo
+
+        sys.exit(0 if new == text and shipped_zoo() == rows else 1)
     README.write_text(new)
-    print(f"updated {README}")
+    print(f"updated {README} and {write_zoo_table(rows)}")

@@ -1,17 +1,20 @@
+import csv
 import json
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
 from kinetoscope.data import (
-    MixupCutmix,
     VideoDataset,
+    VideoMixup,
     build_transform,
     check_videos,
+    collate_valid,
     detect_format,
     load_annotations,
     open_video,
@@ -159,18 +162,71 @@ def test_eval_three_crops_cover_the_long_side():
     assert build_transform(False, crop_size=50)(tv_tensors.Video(clip)).shape == (3, 4, 50, 50)
 
 
-def test_mixup_cutmix_targets_sum_to_one():
-    torch.manual_seed(0)
-    mix = MixupCutmix(5, label_smoothing=0.1)
-    video, labels = torch.randn(4, 3, 2, 8, 8), torch.tensor([0, 1, 2, 3])
-    for _ in range(10):
-        v, t = mix(video, labels)
-        assert v.shape == video.shape and t.shape == (4, 5)
-        torch.testing.assert_close(t.sum(1), torch.ones(4))
-    cut = MixupCutmix(5, mixup_alpha=0, cutmix_alpha=1.0)
-    v, t = cut(video, labels)
-    changed = (v != video).any(dim=(1, 2))[0]  # the pasted box: the same pixels in every frame
-    assert torch.equal((v != video)[0, 0, 0], changed)
+def _smoothed(labels, k, smoothing):
+    """One-hot targets with label smoothing, written out by hand."""
+    t = torch.full((len(labels), k), smoothing / k)
+    t[torch.arange(len(labels)), labels] += 1 - smoothing
+    return t
+
+
+def test_cutmix_box_is_shared_by_all_frames_and_lambda_is_the_kept_area():
+    np.random.seed(0)  # noqa: NPY002  (timm draws from NumPy's global generator)
+    mix = VideoMixup(5, mixup_alpha=0, cutmix_alpha=1.0, label_smoothing=0.1)
+    video = torch.randn(4, 3, 6, 16, 20)
+    labels = torch.tensor([0, 1, 2, 3])
+    for _ in range(5):
+        v, t = mix(video.clone(), labels)
+        pasted = (v != video).any(dim=1)  # (B, T, H, W)
+        assert pasted.any(), "nothing pasted"
+        box = pasted[0, 0]
+        assert all(torch.equal(pasted[b, f], box) for b in range(4) for f in range(6)), "box differs across frames"
+        rows, cols = box.any(1).nonzero(), box.any(0).nonzero()
+        y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+        assert box.sum() == (y1 - y0) * (x1 - x0)  # a rectangle
+        torch.testing.assert_close(v[..., y0:y1, x0:x1], video.flip(0)[..., y0:y1, x0:x1], rtol=0, atol=0)
+        lam = 1 - float((y1 - y0) * (x1 - x0)) / (16 * 20)
+        smooth = _smoothed(labels, 5, 0.1)
+        torch.testing.assert_close(t, lam * smooth + (1 - lam) * smooth.flip(0))
+
+
+def test_mixup_targets_carry_the_pixel_lambda():
+    np.random.seed(1)  # noqa: NPY002
+    mix = VideoMixup(4, mixup_alpha=0.8, cutmix_alpha=0)
+    video = torch.rand(4, 3, 2, 8, 8) + torch.arange(4.0).view(4, 1, 1, 1, 1) * 3  # clips far apart
+    labels = torch.tensor([3, 1, 0, 2])
+    v, t = mix(video.clone(), labels)
+    partner = video.flip(0)
+    lam = ((v - partner) / (video - partner))[0]  # v = lam * x + (1 - lam) * partner, per pixel
+    torch.testing.assert_close(lam, torch.full_like(lam, float(lam.mean())), rtol=0, atol=1e-5)
+    lam = float(lam.mean())
+    assert 0 < lam < 1
+    onehot = F.one_hot(labels, 4).float()
+    torch.testing.assert_close(t, lam * onehot + (1 - lam) * onehot.flip(0), rtol=0, atol=1e-5)
+
+
+def test_label_aware_flip_mirrors_the_clip_and_swaps_the_label(synthetic):
+    classes = synthetic["classes"]
+    left, right = classes.index("move_left"), classes.index("move_right")
+    flip_map = {left: right, right: left}
+    kw = dict(sampling="uniform:4", crop_size=32, spatial="jitter", train=True, seed=0, mean=(0, 0, 0), std=(1, 1, 1))
+    plain = VideoDataset(synthetic["train"], flip=False, **kw)
+    aware = VideoDataset(synthetic["train"], flip_map=flip_map, **kw)
+    flipped = kept = 0
+    for epoch, (i, (_, label)) in ((e, s) for e in range(3) for s in enumerate(aware.samples)):
+        plain.set_epoch(epoch)
+        aware.set_epoch(epoch)
+        a, p = aware[i], plain[i]
+        if label not in flip_map:
+            assert a["label"] == label and torch.equal(a["video"], p["video"])
+            continue
+        # the same crop (drawn from (seed, epoch, index)), then a mirror with the partner's label, or nothing
+        if a["label"] == label:
+            kept += 1
+            assert torch.equal(a["video"], p["video"])
+        else:
+            flipped += 1
+            assert a["label"] == flip_map[label] and torch.equal(a["video"], p["video"].flip(-1))
+    assert flipped and kept
 
 
 # ---------------------------------------------------------------------------------------- annotations
@@ -263,15 +319,21 @@ def test_dataset_survives_bad_files(synthetic, tmp_path):
     (root / "mixed.csv").write_text("\n".join(rows + good_rows) + "\n")
     report = tmp_path / "run"
     ds = VideoDataset(root / "mixed.csv", sampling="uniform:8", crop_size=32, report_dir=report, train=True)
-    loader = DataLoader(ds, batch_size=3, num_workers=2)
-    seen = []
-    for batch in loader:
-        assert batch["video"].shape[1:] == (3, 8, 32, 32)
-        seen += batch["index"].tolist()
-    assert sorted(seen) == list(range(len(ds)))
+    for epoch in range(2):  # two epochs, two workers: each bad file still appears once
+        ds.set_epoch(epoch)
+        seen = []
+        for batch in DataLoader(ds, batch_size=3, num_workers=2):
+            assert batch["video"].shape[1:] == (3, 8, 32, 32)
+            seen += batch["index"].tolist()
+        assert sorted(seen) == list(range(len(ds)))
+    with open(report / "bad_files.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["path", "reason"]
+    assert len(rows[1:]) == len({r[0] for r in rows[1:]}), "a file is listed twice"
     reported = dict(read_bad_files(report))
     expected_bad = {str(root / n) for n in [*bad, "missing.mp4"]}
     assert expected_bad <= set(reported), reported
+    assert set(reported) <= expected_bad | {str(root / "truncated.mp4")}
     assert all(reason for reason in reported.values())
     # every good file is used: load each good row directly
     for i, (path, _) in enumerate(ds.samples):
@@ -284,6 +346,57 @@ def test_dataset_survives_bad_files(synthetic, tmp_path):
     assert report_scan["unreadable"] and report_scan["readable"] == report_scan["total"] - len(
         report_scan["unreadable"]
     )
+
+
+def test_skip_policy_returns_the_error_and_collate_valid_lists_it(synthetic, tmp_path):
+    root = synthetic["root"]
+    (root / "skip_empty.mp4").write_bytes(b"")
+    (root / "skip.csv").write_text("path,label\nval/grow_0000.mp4,grow\nskip_empty.mp4,grow\n")
+    ds = VideoDataset(
+        root / "skip.csv", sampling="uniform:4", crop_size=32, on_error="skip", classes=synthetic["classes"]
+    )
+    bad = ds[1]
+    assert bad["index"] == 1 and bad["path"] == str(root / "skip_empty.mp4") and bad["error"]
+    batch = collate_valid([ds[0], bad])
+    assert batch["video"].shape[0] == 1 and batch["index"].tolist() == [0]
+    assert [e["index"] for e in batch["errors"]] == [1]
+    assert "video" not in collate_valid([bad])
+
+
+def test_a_bug_in_a_transform_is_raised_not_substituted(synthetic):
+    def broken(frames):
+        raise ZeroDivisionError("a bug in the transform")
+
+    ds = VideoDataset(synthetic["train"], sampling="uniform:4", transform=broken, on_error="substitute")
+    with pytest.raises(ZeroDivisionError, match="a bug in the transform"):
+        ds[0]
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("empty_label.csv", "path,label\na.mp4,cat\nb.mp4,\n", ":3: empty label"),
+        ("ragged.csv", "path,label\na.mp4,cat\nb.mp4\n", ":3: expected 'path,label', got 1 field"),
+        ("binary.csv", b"path,label\na.mp4,cat\n\xff\xfe\x00garbage\n", ":3: not a text annotation file"),
+        ("nul.txt", b"a.mp4 1\n\x00\x00\x00\n", ":2: not a text annotation file"),
+        ("list.txt", "a.mp4 1\nb.mp4\n", ":2: expected 'path label'"),
+        ("ssv1.csv", "1;Pushing\n2;\n", ":2: empty label"),
+        ("mit.csv", "run/v1.mp4,running,3,0\nsing/v2.mp4\n", ":2: expected 'path,label,...'"),
+        ("bad.json", '[{"vid_name": "a", "label": 1},\n {"vid_name": ]', ":2: invalid JSON"),
+    ],
+)
+def test_bad_annotation_files_name_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(ValueError) as err:
+        load_annotations(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_a_dataset_root_is_not_read_as_class_folders(synthetic):
+    with pytest.raises(ValueError, match="looks like a dataset root .*train.csv"):
+        load_annotations(synthetic["root"])
 
 
 def test_eval_dataset_stacks_views(synthetic):

@@ -4,10 +4,16 @@ import torch
 from torch import nn
 
 from kinetoscope import profile
-from kinetoscope.cli import format_zoo_table
 from kinetoscope.cli import main as cli_main
 from kinetoscope.layers import Attention
-from kinetoscope.profiling import count_macs, count_params
+from kinetoscope.profiling import (
+    compare_latency,
+    count_macs,
+    count_params,
+    format_zoo_table,
+    paper_comparison,
+    zoo_rows,
+)
 
 
 def test_linear_and_conv_macs_are_exact():
@@ -45,6 +51,8 @@ def test_profile_reports_params_and_latency():
 def test_models_table_and_profile_cli(capsys):
     assert cli_main(["models", "pst_nano", "--format", "table"]) == 0
     assert "pst_nano" in capsys.readouterr().out
+    assert cli_main(["models", "no_such_*"]) == 2
+    assert "no registered model matches 'no_such_*'" in capsys.readouterr().err
     assert cli_main(["profile", "pst_nano", "--frames", "8", "--repeats", "2", "--format", "json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert row["input_shape"] == [1, 3, 8, 64, 64] and row["latency_ms"] > 0
@@ -71,7 +79,8 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     try:
         load_checkpoint(model, path)
     except ValueError as err:
-        assert "weights_only" in str(err)
+        assert "_Tokens" in str(err) and "kinetoscope convert" in str(err)
+        assert "weights_only" not in str(err) and "will likely succeed" not in str(err)
     else:
         raise AssertionError("a checkpoint with a pickled class must be refused")
     good = tmp_path / "good.pth"
@@ -79,3 +88,31 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path):
     other = create_model("pst_nano", num_classes=5)
     load_checkpoint(other, good)  # head dropped (different classes), backbone loaded
     torch.testing.assert_close(other.patch_embed.proj.weight, model.patch_embed.proj.weight)
+
+
+def test_zoo_rows_count_afresh_when_the_shipped_table_is_stale(monkeypatch):
+    import kinetoscope.profiling as profiling
+
+    shipped = zoo_rows("pst_nano")
+    assert shipped == [paper_comparison("pst_nano")]  # the shipped row is what counting gives
+    monkeypatch.setattr(profiling, "zoo_fingerprint", lambda: "stale")
+    assert profiling.shipped_zoo() is None
+    counted = []
+    monkeypatch.setattr(profiling, "paper_comparison", lambda name: counted.append(name) or {"name": name})
+    assert zoo_rows("pst_nano") == [{"name": "pst_nano"}] and counted == ["pst_nano"]
+
+
+def test_latency_is_timed_with_the_benchmark_timer(monkeypatch):
+    import torch.utils.benchmark as benchmark
+
+    calls = []
+    real = benchmark.Timer.timeit
+
+    def spy(self, number=1000000):
+        calls.append(number)
+        return real(self, number)
+
+    monkeypatch.setattr(benchmark.Timer, "timeit", spy)
+    out = compare_latency({"a": nn.Linear(4, 4), "b": nn.Linear(4, 2)}, (2, 4), repeats=3, warmup=1)
+    assert set(out) == {"a", "b"} and all(ms > 0 and peak is None for ms, peak in out.values())
+    assert calls == [1] * 6  # 3 interleaved repeats of 2 models, one forward each

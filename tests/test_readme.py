@@ -9,7 +9,11 @@ def test_readme_zoo_table_is_current():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     text = (ROOT / "README.md").read_text()
-    assert module.render(text) == text, "README model-zoo table is stale: run `make zoo`"
+    rows = module.counted_rows()
+    assert module.render(text, rows) == text, "README model-zoo table is stale: run `make zoo`"
+    from kinetoscope.profiling import shipped_zoo
+
+    assert shipped_zoo() == rows, "the zoo table `kinetoscope models` ships is stale: run `make zoo`"
 
 
 def test_readme_names_the_two_commands():

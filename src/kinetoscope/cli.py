@@ -1,17 +1,24 @@
 """The ``kinetoscope`` command. Thin: each subcommand parses its flags and calls the library.
 
 Subcommands register themselves with ``@command(name, help)``; each gets an ``argparse`` parser to
-fill and returns the function that runs it.
+fill and returns the function that runs it. torch and the models are imported inside the commands
+that need them, so ``--help`` and ``kinetoscope models`` answer at once.
+
+Bad input (a flag, a config value, a file) is one line on stderr and exit code 2; ``--debug`` (or
+``KINETOSCOPE_DEBUG=1``) shows the traceback instead. Ctrl-C is exit code 130 (training first saves a
+checkpoint and says how to resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], Callable[[argparse.Namespace], int]]]] = {}
+DEVICES = ["auto", "cpu", "cuda"]
 
 
 def command(name: str, help: str):
@@ -22,17 +29,53 @@ def command(name: str, help: str):
     return wrap
 
 
+def _status(text: str) -> None:
+    """A first line within a second of starting, before the slow imports."""
+    print(f"kinetoscope: {text}", file=sys.stderr, flush=True)
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= ``minimum``, else a one-line error naming the value."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int, _non_negative_int = _int_at_least(1), _int_at_least(0)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 # --------------------------------------------------------------------------------------------- models
 @command("models", "list registered models with params and GFLOPs beside the paper's")
 def _models(p: argparse.ArgumentParser):
     p.add_argument("pattern", nargs="?", default="*", help="shell-style filter, e.g. 'pst_*'")
     p.add_argument("--format", choices=["table", "json", "markdown"], default="table")
+    p.add_argument("--recount", action="store_true", help="count every model now instead of reading the shipped table")
 
     def run(a: argparse.Namespace) -> int:
-        from .models import list_models
-        from .profiling import paper_comparison
+        from .profiling import format_zoo_table, zoo_rows
 
-        rows = [paper_comparison(n) for n in list_models(a.pattern)]
+        rows = zoo_rows(a.pattern, progress=True, recount=a.recount)
+        if not rows:
+            raise ValueError(f"no registered model matches {a.pattern!r}; `kinetoscope models` lists all of them")
         if a.format == "json":
             print(json.dumps(rows, indent=2))
         else:
@@ -42,63 +85,33 @@ def _models(p: argparse.ArgumentParser):
     return run
 
 
-def _fmt(x, spec=".2f", signed=False) -> str:
-    if x is None:
-        return "-"
-    return format(x, ("+" if signed else "") + spec)
-
-
-def format_zoo_table(rows: list[dict], markdown: bool = False) -> str:
-    head = ["model", "input", "params M", "paper", "Δ%", "GFLOPs", "paper", "Δ%", "convention", "views", "top-1"]
-    body = [
-        [
-            r["name"],
-            r["input"],
-            _fmt(r["params_m"]),
-            _fmt(r["paper_params_m"]),
-            _fmt(r["params_delta_pct"], ".1f", True),
-            _fmt(r["gflops"]),
-            _fmt(r["paper_gflops"]),
-            _fmt(r["gflops_delta_pct"], ".1f", True),
-            r["flop_convention"],
-            r["views"],
-            f"{r['paper_top1']} ({r['dataset']})" if r["paper_top1"] is not None else "-",
-        ]
-        for r in rows
-    ]
-    if markdown:
-        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines)
-    widths = [max(len(str(c)) for c in col) for col in zip(head, *body)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*head), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in body])
-
-
 # -------------------------------------------------------------------------------------------- profile
 @command("profile", "params, GMACs, latency, clips/s and peak memory of one model")
 def _profile(p: argparse.ArgumentParser):
     p.add_argument("name")
-    p.add_argument("--frames", type=int)
-    p.add_argument("--size", type=int)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--frames", type=_positive_int)
+    p.add_argument("--size", type=_positive_int)
+    p.add_argument("--batch", type=_positive_int, default=1)
+    p.add_argument("--device", default="cpu", choices=DEVICES)
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true")
-    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--repeats", type=_positive_int, default=10)
     p.add_argument("--no-latency", action="store_true", help="count params and GMACs only")
     p.add_argument("--format", choices=["table", "json"], default="table")
 
     def run(a: argparse.Namespace) -> int:
+        _status(f"profiling {a.name} (loading PyTorch) ...")
+        from .engine.distributed import resolve_device
         from .models import create_model, get_model_config
         from .profiling import profile
 
         cfg = get_model_config(a.name)
+        device = resolve_device(a.device).type
         frames, size = a.frames or cfg.num_frames, a.size or cfg.img_size
         model = create_model(a.name, num_frames=frames, img_size=size)
         shape = (a.batch, 3, frames, size, size)
         prof = profile(
-            model, shape, latency=not a.no_latency, device=a.device, dtype=a.dtype, repeats=a.repeats, compile=a.compile
+            model, shape, latency=not a.no_latency, device=device, dtype=a.dtype, repeats=a.repeats, compile=a.compile
         )
         if a.format == "json":
             print(json.dumps({"name": a.name, **prof.to_dict()}, indent=2))
@@ -107,7 +120,7 @@ def _profile(p: argparse.ArgumentParser):
             print(f"  params          {prof.params_m:.3f} M ({prof.params_no_head_m:.3f} M without head)")
             print(f"  GMACs           {prof.gmacs:.2f} (without attention matmuls {prof.gmacs_no_attn:.2f})")
             if prof.latency_ms is not None:
-                print(f"  latency         {prof.latency_ms:.1f} ms (median of {a.repeats}, {a.device} {a.dtype})")
+                print(f"  latency         {prof.latency_ms:.1f} ms (median of {a.repeats}, {device} {a.dtype})")
                 print(f"  throughput      {prof.clips_per_s:.2f} clips/s")
                 if prof.peak_memory_mb is not None:
                     print(f"  peak memory     {prof.peak_memory_mb:.0f} MiB")
@@ -119,30 +132,37 @@ def _profile(p: argparse.ArgumentParser):
 # ---------------------------------------------------------------------------------------------- train
 @command("train", "train a model (flags override the YAML recipe; torchrun for several processes)")
 def _train(p: argparse.ArgumentParser):
-    p.add_argument("--config", help="flat YAML recipe, e.g. configs/pst_t_k400.yaml")
+    p.add_argument("--config", help="flat YAML recipe, e.g. configs/pst_t_k400.yaml (default with --resume: "
+                   "OUTPUT/config.yaml)")  # fmt: skip
     p.add_argument("--model")
     p.add_argument("--train", help="training annotations (any supported format)")
     p.add_argument("--val", help="validation annotations")
     p.add_argument("--root", help="folder the annotation paths are relative to")
-    p.add_argument("--frames", type=int)
-    p.add_argument("--size", type=int)
+    p.add_argument("--frames", type=_positive_int)
+    p.add_argument("--size", type=_positive_int)
     p.add_argument("--sampling", help="'dense:32x2' or 'uniform:16'")
     p.add_argument("--views", help="test views CLIPSxCROPS, e.g. 4x3")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, dest="batch_size", help="per process")
-    p.add_argument("--lr", type=float)
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, dest="batch_size", help="clips per process and step")
+    p.add_argument("--lr", type=_positive_float)
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--output", help="run folder (checkpoints, logs, plots)")
-    p.add_argument("--resume", action="store_true", default=None, help="continue from OUTPUT/last.pth")
+    p.add_argument("--resume", action="store_true", default=None, help="continue OUTPUT/last.pth")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace the run in a non-empty OUTPUT")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="any config key, e.g. amp=bf16")
 
     def run(a: argparse.Namespace) -> int:
+        _status("preparing the run (loading PyTorch and the models) ...")
         from .engine import load_config, parse_set, train
 
-        flags = {k: getattr(a, k) for k in ("model", "train", "val", "root", "frames", "size", "sampling", "views",
-                                           "epochs", "batch_size", "lr", "output", "resume")}  # fmt: skip
+        names = ("model", "train", "val", "root", "frames", "size", "sampling", "views", "epochs", "batch_size", "lr",
+                 "device", "output", "resume", "overwrite")  # fmt: skip
+        flags = {k: getattr(a, k) for k in names}
         overrides = {k: v for k, v in flags.items() if v is not None} | parse_set(a.set)
         result = train(load_config(a.config, overrides))
-        print(json.dumps({k: v for k, v in result.items() if k != "per_video"}, indent=1, default=str))
+        if "interrupted" in result:
+            return 128 + int(result.get("signum") or 2)
+        print(json.dumps(result, indent=1, default=str))
         return 0
 
     return run
@@ -154,33 +174,39 @@ def _eval(p: argparse.ArgumentParser):
     p.add_argument("--data", help="annotations (default: the run's validation set)")
     p.add_argument("--root")
     p.add_argument("--views", help="CLIPSxCROPS (default: the run's)")
-    p.add_argument("--batch-size", type=int, default=4, dest="batch_size")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=_positive_int, dest="batch_size",
+                   help="clips per forward pass, a video's views counted (default: the run's batch size)")  # fmt: skip
+    p.add_argument("--workers", type=_non_negative_int, default=2)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--on-error", choices=["exclude", "raise"], default="exclude", dest="on_error",
+                   help="unreadable videos: leave them out of the metrics (counted and listed), or stop")  # fmt: skip
+    p.add_argument("--topk", type=_positive_int, default=5, help="classes kept per video in the report")
+    p.add_argument("--save-probs", action="store_true", help="also store every video's full probability vector")
     p.add_argument("--output", help="write the full report (per-class, confusion, per-video) as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
 
     def run(a: argparse.Namespace) -> int:
-        from .engine.distributed import cleanup, init_distributed
-        from .engine.evaluate import eval_dataset, evaluate, load_trained
+        from ._files import check_output_file, write_text_atomic
 
-        info = init_distributed(a.device)
-        model, classes, cfg = load_trained(a.checkpoint, info.device)
-        if not (a.data or cfg.val):
-            raise ValueError("no evaluation data: pass --data ANNOTATIONS")
-        root = a.root if a.data else (a.root or cfg.root)
-        ds = eval_dataset(cfg, a.data or cfg.val, classes, root, a.views)
-        metrics = evaluate(model, ds, info, a.batch_size, a.workers)
-        cleanup()
-        if not info.is_main:
-            return 0
-        print(f"videos {metrics['num_videos']}  top-1 {metrics['top1']:.2f}  top-5 {metrics['top5']:.2f}  "
-              f"mean class accuracy {metrics['mean_class_accuracy']:.2f}")  # fmt: skip
-        for name, acc in zip(classes, metrics["per_class_accuracy"]):
-            print(f"  {name:30s} {'-' if acc is None else f'{acc:.1f}'}")
         if a.output:
-            from pathlib import Path
+            check_output_file(a.output, a.overwrite, "--output")
+        _status(f"evaluating {a.checkpoint} (loading PyTorch) ...")
+        from .engine import evaluate_checkpoint
+        from .engine.evaluate import summary
 
-            Path(a.output).write_text(json.dumps(dict(metrics, classes=classes), indent=1))
+        metrics = evaluate_checkpoint(a.checkpoint, a.data, a.root, a.views, a.batch_size, a.workers, a.device,
+                                      a.on_error, a.topk, a.save_probs)  # fmt: skip
+        if metrics is None:  # not the main process under torchrun
+            return 0
+        print(summary(metrics) + (f"  [{metrics['weights']} weights]" if metrics["weights"] == "ema" else ""))
+        for name, acc in zip(metrics["classes"], metrics["per_class_accuracy"]):
+            print(f"  {name:30s} {'-' if acc is None else f'{acc:.1f}'}")
+        for row in metrics["unreadable"][:20]:
+            print(f"  unreadable: {row['path']}: {row['reason']}")
+        if len(metrics["unreadable"]) > 20:
+            print(f"  ... {len(metrics['unreadable']) - 20} more unreadable videos in the report")
+        if a.output:
+            write_text_atomic(a.output, json.dumps(metrics, indent=1))
             print(f"report written to {a.output}")
         return 0
 
@@ -191,30 +217,27 @@ def _eval(p: argparse.ArgumentParser):
 def _predict(p: argparse.ArgumentParser):
     p.add_argument("videos", nargs="+")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--topk", type=_positive_int, default=5)
     p.add_argument("--views", help="CLIPSxCROPS (default: the run's)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--format", choices=["text", "json"], default="text")
 
     def run(a: argparse.Namespace) -> int:
-        from .engine.evaluate import eval_dataset, load_trained, predict_views
+        _status(f"predicting {len(a.videos)} video(s) with {a.checkpoint} (loading PyTorch) ...")
+        from .engine import predict
 
-        model, classes, cfg = load_trained(a.checkpoint, a.device)
-        ds = eval_dataset(cfg, [(v, 0) for v in a.videos], classes, views=a.views, on_error="raise")
-        results = []
-        for i, path in enumerate(a.videos):
-            probs = predict_views(model, ds[i]["video"].unsqueeze(0).to(a.device))[0]
-            top = probs.topk(min(a.topk, len(classes)))
-            ranked = [{"class": classes[j], "probability": round(float(v), 4)} for v, j in zip(top.values, top.indices)]
-            results.append({"video": path, "top": ranked})
+        results = predict(a.checkpoint, a.videos, a.topk, a.views, a.device, progress=True)
         if a.format == "json":
             print(json.dumps(results, indent=1))
         else:
             for r in results:
+                if "error" in r:
+                    print(f"kinetoscope predict: error: {r['video']}: {r['error']}", file=sys.stderr)
+                    continue
                 print(r["video"])
                 for t in r["top"]:
                     print(f"  {t['probability']:6.3f}  {t['class']}")
-        return 0
+        return 1 if any("error" in r for r in results) else 0
 
     return run
 
@@ -224,19 +247,14 @@ def _export(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", choices=["safetensors"], default="safetensors")
     p.add_argument("--output", help="default: the checkpoint path with .safetensors")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output (never the checkpoint)")
 
     def run(a: argparse.Namespace) -> int:
-        from pathlib import Path
+        _status(f"exporting {a.checkpoint} (loading PyTorch) ...")
+        from .engine import export
 
-        from safetensors.torch import save_file
-
-        from .engine.checkpoint import load_model_weights
-
-        weights, meta = load_model_weights(a.checkpoint)
-        out = Path(a.output or Path(a.checkpoint).with_suffix(".safetensors"))
-        info = {"config": meta.get("config"), "classes": meta.get("classes")}
-        save_file({k: v.contiguous() for k, v in weights.items()}, str(out), metadata={"kinetoscope": json.dumps(info)})
-        print(f"wrote {out} ({len(weights)} tensors)")
+        out = export(a.checkpoint, a.output, a.overwrite)
+        print(f"wrote {out}")
         return 0
 
     return run
@@ -245,13 +263,16 @@ def _export(p: argparse.ArgumentParser):
 @command("demo", "synthetic videos -> train pst_nano on CPU -> multi-view evaluation (what `make demo` runs)")
 def _demo(p: argparse.ArgumentParser):
     p.add_argument("--output", default="demo_out")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--per-class", type=int, default=40, dest="per_class")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--per-class", type=_positive_int, default=40, dest="per_class")
 
     def run(a: argparse.Namespace) -> int:
+        _status("starting the demo (loading PyTorch and the models) ...")
         from .engine.demo import run_demo
 
         result = run_demo(a.output, a.epochs, a.per_class)
+        if "interrupted" in result:
+            return 128 + int(result.get("signum") or 2)
         top1 = result.get("metrics", {}).get("top1", 0.0)
         return 0 if top1 >= 90.0 or a.epochs is not None else 1
 
@@ -263,16 +284,25 @@ def _demo(p: argparse.ArgumentParser):
 def _synth(p: argparse.ArgumentParser):
     p.add_argument("out")
     p.add_argument("--classes", nargs="*", help="subset of the classes, in time-reversed pairs")
-    p.add_argument("--per-class", type=int, default=40, dest="per_class")
-    p.add_argument("--val-per-class", type=int, default=10, dest="val_per_class")
-    p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--size", type=int, default=80)
+    p.add_argument("--per-class", type=_positive_int, default=40, dest="per_class")
+    p.add_argument("--val-per-class", type=_positive_int, default=10, dest="val_per_class")
+    p.add_argument("--frames", type=_positive_int, default=32)
+    p.add_argument("--size", type=_positive_int, default=80)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true", help="write into a folder that already holds a dataset")
 
     def run(a: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        existing = [n for n in ("train.csv", "val.csv", "train", "val") if (Path(a.out) / n).exists()]
+        if existing and not a.overwrite:
+            raise ValueError(f"{a.out} already holds {', '.join(existing)}; pass --overwrite to replace them")
+        total = (a.per_class + a.val_per_class) * (len(a.classes) if a.classes else 8)
+        _status(f"writing {total} videos to {a.out} ...")
         from .data import write_synthetic_dataset
 
-        info = write_synthetic_dataset(a.out, a.classes, a.per_class, a.val_per_class, a.frames, a.size, a.seed)
+        info = write_synthetic_dataset(a.out, a.classes, a.per_class, a.val_per_class, a.frames, a.size, a.seed,
+                                       progress=True)  # fmt: skip
         print(f"wrote {a.out}: train {info['train']}, val {info['val']}, classes {', '.join(info['classes'])}")
         return 0
 
@@ -284,20 +314,26 @@ def _check_videos(p: argparse.ArgumentParser):
     p.add_argument("annotations")
     p.add_argument("--root")
     p.add_argument("--format", default="auto")
-    p.add_argument("--workers", type=int)
+    p.add_argument("--workers", type=_positive_int)
     p.add_argument("--report", help="write path,reason CSV of the unreadable files")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --report")
 
     def run(a: argparse.Namespace) -> int:
         import csv
 
+        from ._files import atomic_write, check_output_file
+
+        if a.report:
+            check_output_file(a.report, a.overwrite, "--report")
+        _status(f"checking the videos of {a.annotations} ...")
         from .data import check_videos
 
-        result = check_videos(a.annotations, a.root, a.format, a.workers)
+        result = check_videos(a.annotations, a.root, a.format, a.workers, progress=True)
         print(f"{result['total']} videos: {result['readable']} readable, {len(result['unreadable'])} unreadable")
         for path, reason in result["unreadable"]:
             print(f"  {path}: {reason}")
         if a.report:
-            with open(a.report, "w", newline="") as f:
+            with atomic_write(a.report, "w") as f:
                 csv.writer(f).writerows([("path", "reason"), *result["unreadable"]])
         return 0 if not result["unreadable"] else 1
 
@@ -305,24 +341,54 @@ def _check_videos(p: argparse.ArgumentParser):
 
 
 # ------------------------------------------------------------------------------------------------ main
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line (no usage block): ``kinetoscope train: error: argument --frames: ...``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="kinetoscope", description="Efficient video transformers.")
+    parser = _Parser(prog="kinetoscope", description="Efficient video transformers.")
     parser.add_argument("--version", action="version", version=f"kinetoscope {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also KINETOSCOPE_DEBUG=1)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     for name, (help_text, setup) in _COMMANDS.items():
         sp = sub.add_parser(name, help=help_text, description=help_text)
         sp.set_defaults(_run=setup(sp))
     return parser
 
 
+def one_line(err: BaseException) -> str:
+    """The message of ``err`` as one line. An error re-raised by a DataLoader worker carries the worker's
+    traceback in its message; its last line is the message."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return " ".join(lines) if len(lines) <= 3 else lines[0]
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, argument errors (already printed)
+        return int(exit_.code or 0)
+    debug = args.debug or os.environ.get("KINETOSCOPE_DEBUG", "") not in ("", "0")
     try:
         return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"kinetoscope {args.command}: interrupted", file=sys.stderr)
+        return 130
     except (ValueError, OSError) as err:  # bad input: a clear message, no traceback
-        print(f"kinetoscope {args.command}: error: {err}", file=sys.stderr)
+        if debug:
+            raise
+        print(f"kinetoscope {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
 
 

@@ -5,12 +5,12 @@ Knows no model: ``kinetoscope.data`` never imports ``kinetoscope.models`` or ``k
 
 from .annotations import Annotations, detect_format, load_annotations, load_classes, save_classes
 from .checks import check_videos
-from .datasets import VideoDataset, collate_skip_none, read_bad_files, worker_init_fn
+from .datasets import VideoDataset, collate_valid, read_bad_files, worker_init_fn
 from .decoding import VideoDecodeError, open_video, read_video, torchcodec_status
 from .sampling import ClipSampler, parse_protocol, parse_views
 from .synthetic import CLASSES as SYNTHETIC_CLASSES
 from .synthetic import write_synthetic_dataset, write_video
-from .transforms import IMAGENET_MEAN, IMAGENET_STD, MixupCutmix, build_transform
+from .transforms import IMAGENET_MEAN, IMAGENET_STD, VideoMixup, build_transform
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -18,12 +18,12 @@ __all__ = [
     "SYNTHETIC_CLASSES",
     "Annotations",
     "ClipSampler",
-    "MixupCutmix",
     "VideoDataset",
     "VideoDecodeError",
+    "VideoMixup",
     "build_transform",
     "check_videos",
-    "collate_skip_none",
+    "collate_valid",
     "detect_format",
     "load_annotations",
     "load_classes",

@@ -30,6 +30,7 @@ split's order; ``save_classes`` / ``load_classes`` write and read it.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -66,14 +67,14 @@ def detect_format(path: str | Path) -> str:
             return "hmdb51"
         return "folder"
     if p.suffix.lower() == ".json":
-        data = json.loads(p.read_text())
+        data = _read_json(p)
         first = data[0] if isinstance(data, list) and data else {}
         if isinstance(first, dict) and "vid_name" in first:
             return "diving48"
         if isinstance(first, dict) and "id" in first:
             return "ssv2"
         raise ValueError(f"{p}: JSON annotations of an unknown layout; pass format= explicitly ({', '.join(FORMATS)})")
-    lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
+    lines = [ln for ln in _read_text(p).splitlines() if ln.strip()]
     if not lines:
         raise ValueError(f"{p}: annotation file is empty")
     head = lines[0].strip()
@@ -106,6 +107,8 @@ def load_annotations(
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"annotation file not found: {p}")
+    if p.is_file():
+        _read_text(p)  # a binary file is named with its first undecodable line, before any reader runs
     fmt = detect_format(p) if format == "auto" else format
     if fmt not in FORMATS:
         raise ValueError(f"unknown annotation format {format!r}; choose 'auto' or one of {', '.join(FORMATS)}")
@@ -157,19 +160,67 @@ def _maybe_int(s: str) -> str | int:
     return int(s) if re.fullmatch(r"-?\d+", s) else s
 
 
+def _read_text(p: Path) -> str:
+    """The file as text; a binary or non-UTF-8 file is a one-line error naming the file and line."""
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ValueError(f"{p}:{line}: not a text annotation file (byte {err.start} is not UTF-8)") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ValueError(f"{p}:{line}: not a text annotation file (NUL byte)")
+    return text
+
+
+def _read_json(p: Path):
+    try:
+        return json.loads(_read_text(p))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{p}:{err.lineno}: invalid JSON ({err.msg})") from None
+
+
+def _label(p: Path, line: int, value: str | None) -> str:
+    """A non-empty label, else a one-line error naming file and line."""
+    label = (value or "").strip()
+    if not label:
+        raise ValueError(f"{p}:{line}: empty label")
+    return label
+
+
+def _csv_rows(p: Path, min_fields: int, expected: str):
+    """``(line number, row)`` of a CSV, each with at least ``min_fields`` fields, blank lines skipped."""
+    reader = csv.reader(io.StringIO(_read_text(p), newline=""))
+    for row in reader:
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) < min_fields:
+            raise ValueError(f"{p}:{reader.line_num}: expected {expected}, got {len(row)} field(s): {','.join(row)!r}")
+        yield reader.line_num, row
+
+
 # ----------------------------------------------------------------------------------------- readers
 def _kinetics(p: Path, base: Path, **_) -> tuple[list, None, list]:
     rows, skipped = [], []
-    with open(p, newline="") as f:
-        for row in csv.DictReader(f):
+    reader = csv.DictReader(io.StringIO(_read_text(p), newline=""))
+    missing = {"youtube_id", "time_start", "time_end"} - set(reader.fieldnames or [])
+    if missing:
+        raise ValueError(f"{p}:1: Kinetics header lacks {sorted(missing)}")
+    for row in reader:
+        n = reader.line_num
+        try:
             start, end = int(float(row["time_start"])), int(float(row["time_end"]))
-            name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
-            label = (row.get("label") or "").strip()
-            if not label:
-                skipped.append(name)
-                continue
-            in_class = base / label / name
-            rows.append((str(in_class if in_class.exists() or (base / label).is_dir() else base / name), label))
+        except (TypeError, ValueError):
+            raise ValueError(f"{p}:{n}: time_start/time_end must be numbers, got {row.get('time_start')!r}, "
+                             f"{row.get('time_end')!r}") from None  # fmt: skip
+        name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
+        label = (row.get("label") or "").strip()
+        if not label:  # the test split ships without labels
+            skipped.append(name)
+            continue
+        in_class = base / label / name
+        rows.append((str(in_class if in_class.exists() or (base / label).is_dir() else base / name), label))
     return rows, None, skipped
 
 
@@ -178,14 +229,16 @@ def _strip_brackets(template: str) -> str:
 
 
 def _ssv2(p: Path, base: Path, labels_file=None, **_) -> tuple[list, list | None, list]:
-    data = json.loads(p.read_text())
+    data = _read_json(p)
     labels_path = Path(labels_file) if labels_file else p.parent / "labels.json"
     names = None
     if labels_path.exists():
-        mapping = json.loads(labels_path.read_text())  # {"Approaching something with your camera": "0", ...}
+        mapping = _read_json(labels_path)  # {"Approaching something with your camera": "0", ...}
         names = [n for n, _ in sorted(mapping.items(), key=lambda kv: int(kv[1]))]
     rows, skipped = [], []
-    for item in data:
+    for k, item in enumerate(data):
+        if not isinstance(item, dict) or "id" not in item:
+            raise ValueError(f"{p}: entry {k} has no 'id'")
         label = item.get("template") or item.get("label")
         if label is None:
             skipped.append(str(item["id"]))
@@ -196,39 +249,41 @@ def _ssv2(p: Path, base: Path, labels_file=None, **_) -> tuple[list, list | None
 
 def _ssv1(p: Path, base: Path, **_) -> tuple[list, None, list]:
     rows = []
-    for line in p.read_text().splitlines():
+    for n, line in enumerate(_read_text(p).splitlines(), 1):
         if line.strip():
-            vid, label = line.strip().split(";", 1)
-            rows.append((str(base / vid), label))
+            vid, sep, label = line.strip().partition(";")
+            if not sep:
+                raise ValueError(f"{p}:{n}: expected 'id;label', got {line.strip()!r}")
+            rows.append((str(base / vid), _label(p, n, label)))
     return rows, None, []
 
 
 def _diving48(p: Path, base: Path, labels_file=None, **_) -> tuple[list, list | None, list]:
-    rows = [(str(base / f"{d['vid_name']}.mp4"), int(d["label"])) for d in json.loads(p.read_text())]
+    rows = []
+    for k, d in enumerate(_read_json(p)):
+        try:
+            rows.append((str(base / f"{d['vid_name']}.mp4"), int(d["label"])))
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{p}: entry {k} needs 'vid_name' and an integer 'label', got {d!r}") from None
     names = None
     vocab = Path(labels_file) if labels_file else p.parent / "Diving48_vocab.json"
     if vocab.exists():
-        names = ["_".join(v) if isinstance(v, list) else str(v) for v in json.loads(vocab.read_text())]
+        names = ["_".join(v) if isinstance(v, list) else str(v) for v in _read_json(vocab)]
     return rows, names, []
 
 
 def _mit(p: Path, base: Path, **_) -> tuple[list, None, list]:
-    rows = []
-    with open(p, newline="") as f:
-        for row in csv.reader(f):
-            if row:
-                rows.append((str(base / row[0]), row[1].strip()))
-    return rows, None, []
+    return [(str(base / row[0]), _label(p, n, row[1])) for n, row in _csv_rows(p, 2, "'path,label,...'")], None, []
 
 
 def _ucf101(p: Path, base: Path, labels_file=None, **_) -> tuple[list, list | None, list]:
     ind = Path(labels_file) if labels_file else p.parent / "classInd.txt"
     names = None
     if ind.exists():
-        pairs = [ln.split() for ln in ind.read_text().splitlines() if ln.strip()]
+        pairs = [ln.split() for ln in _read_text(ind).splitlines() if ln.strip()]
         names = [n for _, n in sorted(pairs, key=lambda kv: int(kv[0]))]
     rows = []
-    for line in p.read_text().splitlines():
+    for line in _read_text(p).splitlines():
         if not line.strip():
             continue
         parts = line.strip().rsplit(maxsplit=1)
@@ -247,7 +302,7 @@ def _hmdb51(p: Path, base: Path, split: int = 1, subset: str = "train", **_) -> 
     rows = []
     for f in files:
         label = f.name[: -len(f"_test_split{split}.txt")]
-        for line in f.read_text().splitlines():
+        for line in _read_text(f).splitlines():
             parts = line.split()
             if len(parts) >= 2 and parts[-1] == code:
                 rows.append((str(base / label / " ".join(parts[:-1])), label))
@@ -256,7 +311,7 @@ def _hmdb51(p: Path, base: Path, split: int = 1, subset: str = "train", **_) -> 
 
 def _list(p: Path, base: Path, delimiter: str | None = None, **_) -> tuple[list, None, list]:
     rows = []
-    for n, line in enumerate(p.read_text().splitlines(), 1):
+    for n, line in enumerate(_read_text(p).splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -268,27 +323,41 @@ def _list(p: Path, base: Path, delimiter: str | None = None, **_) -> tuple[list,
             if len(two) != 2:
                 raise ValueError(f"{p}:{n}: expected 'path label', got {line!r}")
             rel, label = two
-        rows.append((str(base / rel.strip()), _maybe_int(label)))
+        rows.append((str(base / rel.strip()), _maybe_int(_label(p, n, label))))
     return rows, None, []
 
 
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
+ANNOTATION_SUFFIXES = (".csv", ".txt", ".json", ".list")
+
+
 def _folder(p: Path, base: Path, **_) -> tuple[list, None, list]:
+    subdirs = sorted(d for d in p.iterdir() if d.is_dir())
+    lists = sorted(f.name for f in p.iterdir() if f.is_file() and f.suffix.lower() in ANNOTATION_SUFFIXES)
+    splits = [d.name for d in subdirs if d.name.lower() in SPLIT_NAMES]
+    if splits:  # e.g. data/synth with train/, val/, train.csv, val.csv: its "classes" would be the splits
+        hint = f"an annotation file such as {p / lists[0]}" if lists else f"a split folder such as {p / splits[0]}"
+        raise ValueError(
+            f"{p} looks like a dataset root (folders {', '.join(d.name for d in subdirs[:4]) or '-'}"
+            f"{'; files ' + ', '.join(lists[:4]) if lists else ''}), not a class-per-folder tree; pass {hint}"
+        )
     rows = []
-    for class_dir in sorted(d for d in p.iterdir() if d.is_dir()):
+    for class_dir in subdirs:
         for f in sorted(class_dir.iterdir()):
             if f.suffix.lower() in VIDEO_EXTENSIONS or f.is_dir():
                 rows.append((str(f), class_dir.name))
     if not rows:
-        raise ValueError(f"{p}: no class folders with videos ({', '.join(VIDEO_EXTENSIONS)}) found")
+        hint = f"; to read an annotation file pass it, e.g. {p / lists[0]}" if lists else ""
+        raise ValueError(f"{p}: no class folders with videos ({', '.join(VIDEO_EXTENSIONS)}) found{hint}")
     return rows, None, []
 
 
 def _csv(p: Path, base: Path, **_) -> tuple[list, None, list]:
     rows = []
-    with open(p, newline="") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for row in reader:
-            if row:
-                rows.append((str(base / row[0].strip()), _maybe_int(row[1])))
+    for k, (n, row) in enumerate(_csv_rows(p, 2, "'path,label'")):
+        if k == 0:  # the header
+            continue
+        if not row[0].strip():
+            raise ValueError(f"{p}:{n}: empty path")
+        rows.append((str(base / row[0].strip()), _maybe_int(_label(p, n, row[1]))))
     return rows, None, []

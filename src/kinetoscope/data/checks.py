@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from .._progress import progress as progress_bar
 from .annotations import load_annotations
 from .decoding import error_reason, open_video
 
@@ -26,12 +27,14 @@ def check_videos(
     format: str = "auto",
     workers: int | None = None,
     backend: str = "auto",
+    progress: bool = False,
 ) -> dict:
     """``{"total", "readable", "unreadable": [(path, reason)], "frames": {path: n}}`` for a dataset."""  # fmt: skip
     ann = load_annotations(annotations, root=root, format=format)
     paths = [p for p, _ in ann.samples]
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(check_one, paths, [backend] * len(paths), chunksize=16))
+        scanned = pool.map(check_one, paths, [backend] * len(paths), chunksize=4)
+        results = list(progress_bar(scanned, total=len(paths), desc="checking videos", enabled=progress, unit="video"))
     bad = [(p, reason) for p, reason, _ in results if reason is not None]
     return {
         "total": len(paths),

@@ -1,17 +1,24 @@
 """``VideoDataset``: annotations + reader + sampler + transform, with a bad-file policy.
 
 A video that cannot be opened or decoded, is missing or empty, or has no video stream never stops a
-training run. With ``on_error="substitute"`` (default) the dataset logs it once, appends it to
-``<report_dir>/bad_files.csv`` (path, reason) and returns another sample chosen deterministically from
-the index, so an epoch keeps its length and a resumed run reads the same data. ``"skip"`` returns
-``None`` (use :func:`collate_skip_none` to drop it from the batch); ``"raise"`` raises a
-``VideoDecodeError`` that names the file.
+training run. The dataset logs it, adds it to ``<report_dir>/bad_files.csv`` (a ``path,reason`` CSV
+with one row per file, whichever worker or epoch met it) and then, by ``on_error``:
+
+* ``"substitute"`` (training default): returns another sample chosen deterministically from the
+  index, so an epoch keeps its length and a resumed run reads the same data;
+* ``"skip"``: returns ``{"index", "path", "error"}`` instead of a sample; :func:`collate_valid` drops
+  these from the batch and lists them (evaluation uses it to exclude unreadable videos and count them);
+* ``"raise"``: raises the ``VideoDecodeError`` that names the file.
+
+Only decoding and I/O failures (``OSError``, which ``VideoDecodeError`` is) count as a bad video; any
+other exception, e.g. from a transform, is a bug and propagates unchanged.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
-import os
+import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -59,6 +66,7 @@ class VideoDataset(Dataset):
         seed: int = 0,
         short_video: Literal["loop", "repeat"] = "loop",
         flip_map: dict[int, int] | None = None,
+        warn: bool = True,
         **transform_kwargs,
     ) -> None:
         if on_error not in ("substitute", "skip", "raise"):
@@ -81,6 +89,7 @@ class VideoDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.flip_map = flip_map
+        self.warn = warn  # log each bad file (off where the caller reports them itself)
         if transform is None:
             flip = transform_kwargs.pop("flip", flip_map is None)  # label-aware flips are done here
             transform = build_transform(
@@ -131,65 +140,81 @@ class VideoDataset(Dataset):
             video = torch.stack([v if v.dim() == 5 else v.unsqueeze(0) for v in views]).flatten(0, 1)
         return {"video": video, "label": label, "index": index}
 
-    def __getitem__(self, index: int) -> dict | None:
+    def __getitem__(self, index: int) -> dict:
         try:
             return self.load(index)
-        except (VideoDecodeError, IndexError, OSError, ValueError, RuntimeError) as err:
-            self._report(self.samples[index][0], err)
+        except OSError as err:  # VideoDecodeError and I/O errors; anything else is a bug and propagates
+            reason = self._report(self.samples[index][0], err)
             if self.on_error == "raise":
                 raise
             if self.on_error == "skip":
-                return None
+                return {"index": index, "path": self.samples[index][0], "error": reason}
         for attempt in range(1, min(len(self), 50)):
             other = (index + attempt * _SUBSTITUTE_STEP) % len(self)
             try:
                 sample = self.load(other)
-            except (VideoDecodeError, IndexError, OSError, ValueError, RuntimeError) as err:
+            except OSError as err:
                 self._report(self.samples[other][0], err)
                 continue
             sample["index"] = index
             return sample
         raise VideoDecodeError(f"no readable video found to substitute for {self.samples[index][0]}")
 
-    def _report(self, path: str, err: Exception) -> None:
-        if path in self._reported:
+    def _report(self, path: str, err: Exception) -> str:
+        reason = f"{type(err).__name__}: {error_reason(path, err)}"
+        if path not in self._reported:
+            self._reported.add(path)
+            if self.warn:
+                log.warning("bad video %s: %s (policy: %s)", path, reason, self.on_error)
+            if self.report_path is not None:
+                append_bad_file(self.report_path, path, reason)
+        return reason
+
+
+BAD_FILES_HEADER = ("path", "reason")
+
+
+def append_bad_file(report: str | Path, path: str, reason: str) -> None:
+    """Add ``path`` to a ``bad_files.csv`` unless it is listed already. An exclusive lock makes the
+    read-check-append atomic, so DataLoader workers and later epochs never write a file twice."""
+    import fcntl
+
+    report = Path(report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    with open(report, "a+", newline="") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        f.seek(0)
+        rows = list(csv.reader(f))
+        if any(row and row[0] == path for row in rows[1:]):
             return
-        self._reported.add(path)
-        reason = error_reason(path, err)
-        log.warning("bad video %s: %s (policy: %s)", path, reason, self.on_error)
-        if self.report_path is not None:
-            self.report_path.parent.mkdir(parents=True, exist_ok=True)
-            line = f'"{path}","{type(err).__name__}: {reason.replace(chr(34), chr(39))}"\n'
-            # one small O_APPEND write per line: lines from several workers do not interleave
-            fd = os.open(self.report_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
-
-
-def collate_skip_none(batch: list[dict | None]) -> dict | None:
-    """``default_collate`` without the ``None`` samples that ``on_error="skip"`` returns."""
-    batch = [b for b in batch if b is not None]
-    return default_collate(batch) if batch else None
+        writer = csv.writer(f)
+        if not rows:
+            writer.writerow(BAD_FILES_HEADER)
+        writer.writerow((path, reason))
 
 
 def read_bad_files(report_dir: str | Path) -> list[tuple[str, str]]:
-    """The ``(path, reason)`` rows of a run's bad-files report (deduplicated across workers)."""
-    import csv
-
+    """The ``(path, reason)`` rows of a run's ``bad_files.csv``."""
     path = Path(report_dir) / "bad_files.csv"
     if not path.exists():
         return []
-    seen, rows = set(), []
     with open(path, newline="") as f:
-        for row in csv.reader(f):
-            if row and row[0] not in seen:
-                seen.add(row[0])
-                rows.append((row[0], row[1] if len(row) > 1 else ""))
-    return rows
+        rows = list(csv.reader(f))
+    return [(row[0], row[1] if len(row) > 1 else "") for row in rows[1:] if row]
+
+
+def collate_valid(batch: list[dict]) -> dict:
+    """``default_collate`` of the readable samples, plus ``"errors"``: the ``{"index", "path", "error"}``
+    entries ``on_error="skip"`` returned in their place. A batch with no readable sample has no ``"video"``."""
+    good = [b for b in batch if "error" not in b]
+    out = default_collate(good) if good else {}
+    out["errors"] = [b for b in batch if "error" in b]
+    return out
 
 
 def worker_init_fn(worker_id: int) -> None:
-    """One intra-op thread per DataLoader worker (decoding already uses one FFmpeg thread)."""
+    """One intra-op thread per DataLoader worker (decoding already uses one FFmpeg thread). Ctrl-C and
+    SIGTERM are left to the main process, which checkpoints and then shuts the workers down."""
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._progress import progress as progress_bar
+
 PAIRS: dict[str, str] = {
     "move_left": "move_right",
     "move_up": "move_down",
@@ -149,6 +151,7 @@ def write_synthetic_dataset(
     seed: int = 0,
     fps: float = 12.0,
     workers: int | None = None,
+    progress: bool = False,
 ) -> dict:
     """Write the dataset and return ``{"train": csv, "val": csv, "root": out_dir, "classes": [...]}``.
 
@@ -172,7 +175,8 @@ def write_synthetic_dataset(
                 jobs.append((str(out / rel), label, frames, size, split_seed * 7919 + ci * 100_003 + k, fps))
                 rows[split].append((rel, label))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(_write_one, jobs, chunksize=8))
+        written = pool.map(_write_one, jobs, chunksize=4)
+        list(progress_bar(written, total=len(jobs), desc="writing videos", enabled=progress, unit="video"))
     result = {"root": out, "classes": classes}
     for split, items in rows.items():
         path = out / f"{split}.csv"

@@ -1,4 +1,4 @@
-"""Train and eval presets on torchvision.transforms.v2, and mixup/cutmix on batches.
+"""Train and eval presets on torchvision.transforms.v2, and mixup/cutmix (timm) on batches of clips.
 
 Frames travel as a ``tv_tensors.Video`` of uint8 ``(T, C, H, W)``, so every random draw (crop box,
 scale, flip, RandAugment op, erasing box) is made once per clip and applied to all of its frames. The
@@ -8,12 +8,10 @@ preset.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -134,13 +132,14 @@ def apply_transform(transform: v2.Compose, frames: Tensor) -> Tensor:
     return transform(tv_tensors.Video(frames))
 
 
-class MixupCutmix:
-    """Mixup / CutMix on a batch of clips ``(B, C, T, H, W)`` with integer labels ``(B,)``.
+class VideoMixup:
+    """timm's ``Mixup`` (mixup / CutMix, label smoothing) on a batch of clips ``(B, C, T, H, W)``.
 
-    Each call picks mixup or cutmix (``switch_prob`` for cutmix when both are on), draws
-    ``lam ~ Beta(alpha, alpha)`` and mixes every clip with the batch reversed; the CutMix box is the
-    same for all frames of a clip. Returns the mixed clips and soft targets ``(B, K)`` (with label
-    smoothing).
+    timm's CutMix pastes ``x[:, :, y0:y1, x0:x1]``, which on a 5-D clip would cut along time and height.
+    Each clip is therefore handed to it as ``(B, C*T, H, W)`` (a view): the box, drawn once per batch,
+    covers the same pixels in every frame, and ``lam`` is the area actually kept (timm's
+    ``correct_lam``). Returns the mixed clips and soft targets ``(B, K)``. timm draws from NumPy's global
+    generator, which training checkpoints with the other RNG states.
     """
 
     def __init__(
@@ -152,32 +151,16 @@ class MixupCutmix:
         switch_prob: float = 0.5,
         label_smoothing: float = 0.0,
     ) -> None:
-        self.num_classes = num_classes
-        self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
-        self.prob, self.switch_prob, self.label_smoothing = prob, switch_prob, label_smoothing
+        from timm.data import Mixup
 
-    def one_hot(self, labels: Tensor) -> Tensor:
-        off = self.label_smoothing / self.num_classes
-        return F.one_hot(labels, self.num_classes).float() * (1 - self.label_smoothing) + off
+        self.num_classes = num_classes
+        self.mix = Mixup(
+            mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob, switch_prob=switch_prob, mode="batch",
+            correct_lam=True, label_smoothing=label_smoothing, num_classes=num_classes,
+        )  # fmt: skip
 
     def __call__(self, video: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        targets = self.one_hot(labels)
-        if torch.rand(()) >= self.prob or (self.mixup_alpha <= 0 and self.cutmix_alpha <= 0):
-            return video, targets
-        use_cutmix = self.cutmix_alpha > 0 and (self.mixup_alpha <= 0 or torch.rand(()) < self.switch_prob)
-        alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
-        lam = float(torch.distributions.Beta(alpha, alpha).sample())
-        partner = video.flip(0)
-        if use_cutmix:
-            H, W = video.shape[-2:]
-            cut = math.sqrt(1 - lam)
-            ch, cw = int(H * cut), int(W * cut)
-            cy, cx = int(torch.randint(H, ())), int(torch.randint(W, ()))
-            y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, H)
-            x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, W)
-            video = video.clone()
-            video[..., y0:y1, x0:x1] = partner[..., y0:y1, x0:x1]
-            lam = 1 - (y1 - y0) * (x1 - x0) / (H * W)  # the area actually pasted
-        else:
-            video = lam * video + (1 - lam) * partner
-        return video, lam * targets + (1 - lam) * targets.flip(0)
+        B, C, T, H, W = video.shape
+        frames = video.reshape(B, C * T, H, W)  # (B, C*T, H, W): one box for every frame
+        mixed, targets = self.mix(frames, labels)
+        return mixed.view(B, C, T, H, W), targets

@@ -7,12 +7,17 @@ a model that ignored frame order would stay near 50% within each pair.
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
 from pathlib import Path
 
+import yaml
+
 from ..data import write_synthetic_dataset
 from ..models import list_models
-from ..profiling import paper_comparison
+from ..profiling import zoo_rows
 from .config import TrainConfig
 from .train import train
 
@@ -46,24 +51,32 @@ def run_demo(out_dir: str | Path = "demo_out", epochs: int | None = None, per_cl
     out = Path(out_dir)
     t0 = time.perf_counter()
     print(f"kinetoscope demo: {len(list_models())} registered models; the PST family beside its paper:")
-    for name in list_models("pst_*"):
-        r = paper_comparison(name)
+    for r in zoo_rows("pst_*"):
+        name = r["name"]
         paper = f"paper {r['paper_params_m']} M / {r['paper_gflops']} G" if r["paper_gflops"] else "no paper numbers"
         print(f"  {name:14s} {r['params_m']:7.2f} M params  {r['gflops']:7.2f} GMACs  ({paper})")
     data = out / "data"
-    if not (data / "val.csv").exists():
-        print(f"writing the synthetic time-direction dataset to {data} ...")
-        info = write_synthetic_dataset(
-            data, DEMO_CLASSES, per_class=per_class, val_per_class=max(per_class // 4, 2), frames=32, size=72
-        )
-    else:
-        info = {"train": data / "train.csv", "val": data / "val.csv"}
-    recipe = dict(DEMO_RECIPE, train=str(info["train"]), val=str(info["val"]), output=str(out / "run"))
+    spec = {"classes": DEMO_CLASSES, "per_class": per_class, "val_per_class": max(per_class // 4, 2), "frames": 32,
+            "size": 72}  # fmt: skip
+    marker = data / "demo.json"
+    if not marker.exists() or json.loads(marker.read_text()) != spec or not (data / "val.csv").exists():
+        if data.exists() and not marker.exists() and any(data.iterdir()):
+            raise ValueError(f"{data} holds files the demo did not write; choose another --output")
+        print(f"writing the synthetic time-direction dataset to {data} ...", flush=True)
+        for split in ("train", "val"):
+            shutil.rmtree(data / split, ignore_errors=True)  # the demo's own videos, from another --per-class
+        write_synthetic_dataset(data, progress=True, **spec)
+        marker.write_text(json.dumps(spec))
+    run = out / "run"
+    recipe = dict(DEMO_RECIPE, train=str(data / "train.csv"), val=str(data / "val.csv"), output=str(run),
+                  overwrite=_is_demo_run(run, data))  # fmt: skip
     if epochs is not None:
         recipe["epochs"] = epochs
         recipe["eval_every"] = max(1, min(recipe["eval_every"], epochs))
     print(f"training pst_nano for {recipe['epochs']} epochs on CPU ...")
     result = train(TrainConfig(**recipe))
+    if "interrupted" in result:
+        return result
     top1 = result.get("metrics", {}).get("top1")
     print(
         f"\nvalidation top-1 {top1:.1f}% (chance {100 / len(DEMO_CLASSES):.1f}%; a frame-order-blind model "
@@ -73,3 +86,12 @@ def run_demo(out_dir: str | Path = "demo_out", epochs: int | None = None, per_cl
     print(f"plots: {Path(result['output']) / 'curves.png'}, {Path(result['output']) / 'confusion.png'}")
     print(f"per-video scores: {Path(result['output']) / 'eval.json'}")
     return result
+
+
+def _is_demo_run(run: Path, data: Path) -> bool:
+    """The demo replaces its own previous run, and nothing else."""
+    config = run / "config.yaml"
+    if not config.exists():
+        return False
+    saved = yaml.safe_load(config.read_text()) or {}
+    return saved.get("train") == os.path.abspath(data / "train.csv") and saved.get("model") == DEMO_RECIPE["model"]

@@ -9,19 +9,26 @@ import numpy as np
 
 
 class RunLogger:
-    """Writes ``metrics.csv`` and TensorBoard events in the run folder (main process only)."""
+    """Writes ``metrics.csv`` and TensorBoard events in the run folder (main process only).
 
-    def __init__(self, out_dir: str | Path, enabled: bool = True) -> None:
+    ``resume_step``: a run resumed from the checkpoint of that step drops what the interrupted run
+    logged after it (CSV rows and TensorBoard events), so every step is logged once.
+    """
+
+    def __init__(self, out_dir: str | Path, enabled: bool = True, resume_step: int | None = None) -> None:
         self.out = Path(out_dir)
         self.enabled = enabled
         self._tb = None
         self._csv = self.out / "metrics.csv"
         if enabled:
             self.out.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None:
+                truncate_metrics(self._csv, resume_step)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+                purge = None if resume_step is None else resume_step + 1
+                self._tb = SummaryWriter(str(self.out / "tensorboard"), purge_step=purge)
             except Exception:  # noqa: BLE001  (tensorboard is optional at run time)
                 self._tb = None
 
@@ -44,6 +51,17 @@ class RunLogger:
             self._tb.close()
 
 
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Keep the rows of ``metrics.csv`` up to ``last_step``."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= last_step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
 def read_metrics(path: str | Path) -> dict[str, list[tuple[int, float]]]:
     series: dict[str, list[tuple[int, float]]] = {}
     with open(path, newline="") as f:
@@ -64,7 +82,8 @@ def plot_curves(metrics_csv: str | Path, out_png: str | Path) -> Path:
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.2 * max(len(panels), 1), 3.2), squeeze=False)
     for ax, key in zip(axes[0], panels):
         steps, values = zip(*series[key])
-        ax.plot(steps, values, marker="o" if key.startswith("val") else None, lw=1.2)
+        few = key.startswith("val") or len(steps) < 30  # a line through one or two points is invisible
+        ax.plot(steps, values, marker="o" if few else None, ms=4, lw=1.2)
         ax.set_title(key)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -39,10 +39,34 @@ def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float 
     return out
 
 
+def layer_decay_groups(model: nn.Module, weight_decay: float, layer_decay: float) -> list[dict]:
+    """Layer-wise learning-rate decay (BEiT): ``lr_scale = layer_decay ** (depth - layer)``, the head at
+    scale 1, built by timm's ``param_groups_layer_decay`` from the model's ``group_matcher()``; no weight
+    decay on 1-D parameters and the names in ``no_weight_decay()``, as :func:`param_groups`."""
+    from timm.optim import param_groups_layer_decay
+
+    if not hasattr(model, "group_matcher"):
+        raise ValueError(
+            f"layer_decay needs the model's group_matcher() (which parameters form which layer); "
+            f"{type(model).__name__} has none"
+        )
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    return param_groups_layer_decay(model, weight_decay, no_weight_decay_list=sorted(skip), layer_decay=layer_decay)
+
+
 def build_optimizer(
-    model: nn.Module, name: str, lr: float, weight_decay: float, momentum: float = 0.9, backbone_lr_mult: float = 1.0
+    model: nn.Module,
+    name: str,
+    lr: float,
+    weight_decay: float,
+    momentum: float = 0.9,
+    backbone_lr_mult: float = 1.0,
+    layer_decay: float | None = None,
 ) -> torch.optim.Optimizer:
-    groups = param_groups(model, weight_decay, backbone_lr_mult)
+    if layer_decay is not None:
+        groups = layer_decay_groups(model, weight_decay, layer_decay)
+    else:
+        groups = param_groups(model, weight_decay, backbone_lr_mult)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
     if name == "adamw":

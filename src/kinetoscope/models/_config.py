@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,6 +50,9 @@ class ModelConfig:
     # smallest (frames, size) the architecture accepts; the test-suite runs every model there
     min_input: tuple[int, int] = (8, 64)
     extra: dict = field(default_factory=dict)
+    # training settings of this variant, keyed by kinetoscope.engine.TrainConfig field names; applied
+    # above the TrainConfig defaults and below --config, flags and --set
+    recipe: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -25,27 +28,15 @@ def read_state_dict(source: str | Path | Mapping[str, Tensor]) -> dict[str, Tens
     """A flat ``{name: tensor}`` from a path (``.safetensors`` or a torch file) or a mapping.
 
     Nested checkpoints (``{"model": ...}``, ``{"state_dict": ...}``) are unwrapped and a DDP
-    ``module.`` prefix is removed.
+    ``module.`` prefix is removed. A file that cannot be read is a one-line ``ValueError`` naming it.
     """
     if isinstance(source, Mapping):
         sd = dict(source)
     else:
         path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"checkpoint not found: {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path), device="cpu")
-        else:
-            try:
-                sd = torch.load(path, map_location="cpu", weights_only=True)
-            except pickle.UnpicklingError as err:
-                raise ValueError(
-                    f"refusing to load {path}: it contains pickled objects that are not tensors "
-                    f"({err}). kinetoscope loads checkpoints with weights_only=True; re-save the "
-                    "weights as a plain state_dict or with `kinetoscope export --format safetensors`"
-                ) from err
+        sd = read_safetensors(path) if path.suffix == ".safetensors" else torch_load(path)
+        if not isinstance(sd, Mapping):
+            raise ValueError(f"{path}: holds a {type(sd).__name__}, not a state_dict of tensors")
     for key in _NESTED_KEYS:
         if key in sd and isinstance(sd[key], Mapping):
             sd = dict(sd[key])
@@ -56,6 +47,64 @@ def read_state_dict(source: str | Path | Mapping[str, Tensor]) -> dict[str, Tens
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
+
+
+_CONVERT_HINT = (
+    "kinetoscope loads checkpoints as data only and never runs pickled code. Convert a released "
+    "checkpoint with `kinetoscope convert`, or save its weights as a plain state_dict of tensors "
+    "(`kinetoscope export` writes safetensors)"
+)
+
+
+def torch_load(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with every failure as one line naming the file.
+
+    A payload with pickled Python objects is refused with the way to convert it; torch's own advice to
+    switch ``weights_only`` off is never passed on.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: empty file, not a checkpoint")
+    try:
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise beside the real message
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
+        if found:
+            raise ValueError(
+                f"refusing to load {path}: it holds the pickled Python object {found.group(1)}, not only "
+                f"tensors and plain data (or the file is damaged). {_CONVERT_HINT}"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n\n|$)", str(err), re.S)
+        raise ValueError(
+            f"cannot read {path}: not a torch.save checkpoint, or damaged "
+            f"({' '.join((detail.group(1) if detail else type(err).__name__).split())}). {_CONVERT_HINT}"
+        ) from None
+    except Exception as err:  # noqa: BLE001  (zip, EOF and key errors of a damaged or foreign file)
+        first = str(err).split(". ")[0].strip() or type(err).__name__
+        raise ValueError(f"cannot read {path}: damaged (truncated?) or not a PyTorch checkpoint ({first})") from None
+
+
+def read_safetensors(path: str | Path, metadata: bool = False):
+    """Tensors of a ``.safetensors`` file (and its metadata with ``metadata=True``), one-line errors."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except Exception as err:  # noqa: BLE001  (SafetensorError is not exported under a stable name)
+        raise ValueError(
+            f"cannot read {path}: not a safetensors file, or damaged ({str(err).splitlines()[0]}); a torch.save "
+            "file must keep its .pth/.pt name"
+        ) from None
+    return (tensors, meta) if metadata else tensors
 
 
 def _drop_mismatched_head(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, Tensor]:
