@@ -211,6 +211,7 @@ def paper_comparison(name: str) -> dict:
         "views": cfg.test_views,
         "paper_top1": ref.top1 if ref else None,
         "dataset": ref.dataset if ref else None,
+        "weights": [w.to_dict() for w in cfg.weights],  # what the authors trained; "released": false if unpublished
     }
 
 

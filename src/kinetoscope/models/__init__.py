@@ -9,16 +9,19 @@ from . import (
     stat,  # noqa: F401
 )
 from ._base import VideoModel
-from ._config import ModelConfig, PaperReference
+from ._config import ModelConfig, PaperReference, ReleasedWeights
 from ._registry import create_model, get_model_config, list_models, register_model
-from ._weights import load_checkpoint, load_pretrained_2d, read_state_dict
+from ._weights import convert_checkpoint, identify_checkpoint, load_checkpoint, load_pretrained_2d, read_state_dict
 
 __all__ = [
     "ModelConfig",
     "PaperReference",
+    "ReleasedWeights",
     "VideoModel",
+    "convert_checkpoint",
     "create_model",
     "get_model_config",
+    "identify_checkpoint",
     "list_models",
     "load_checkpoint",
     "load_pretrained_2d",

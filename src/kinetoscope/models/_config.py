@@ -35,6 +35,42 @@ class PaperReference:
 
 
 @dataclass(frozen=True)
+class ReleasedWeights:
+    """Weights the authors trained for one variant, and how to feed them (timm's pretrained cfg,
+    torchvision's ``Weights``): where they are published (as text; kinetoscope never downloads), the
+    input pipeline of the released test config, and the top-1 reported for them.
+
+    ``url is None`` means the weights were not released. Mean and std are on the 0..1 pixel scale.
+    """
+
+    dataset: str
+    num_classes: int
+    top1: float | None  # reported for these weights, with these views
+    top1_source: str  # "README" (the release's table) or the paper's table
+    views: str  # "clips x crops" of the reported top-1
+    url: str | None = None  # where the authors publish the file; None: not released
+    file: str | None = None  # the released file name (as the release's README names it)
+    config: str | None = None  # the released training config, relative to the release repository
+    repository: str = ""  # "owner/name@commit" the facts were read from
+    pretrain: str | None = None  # what the training started from
+    num_frames: int = 32
+    sampling: str = "dense:32x2"  # kinetoscope.data.sampling protocol of the released config
+    test_resize: int = 224  # short side before the test crops
+    crop: int = 224
+    interpolation: str = "bilinear"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    note: str = ""
+
+    @property
+    def released(self) -> bool:
+        return self.url is not None
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), released=self.released)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Defaults every registered variant carries."""
 
@@ -53,6 +89,7 @@ class ModelConfig:
     # training settings of this variant, keyed by kinetoscope.engine.TrainConfig field names; applied
     # above the TrainConfig defaults and below --config, flags and --set
     recipe: Mapping[str, Any] = field(default_factory=dict)
+    weights: tuple[ReleasedWeights, ...] = ()  # what the authors trained (released or not)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -6,17 +6,20 @@ pickled code is refused instead of executed.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .._files import atomic_write, check_output_file
 from ..layers.patch_embed import inflate_conv_weight
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,20 @@ _CONVERT_HINT = (
 )
 
 
+def _numpy_data_globals() -> list:
+    """The numpy constructors a checkpoint's plain data may use (mmcv/mmaction2 store numpy scalars
+    and arrays in ``meta``). Each rebuilds numbers only, and what they contain is unpickled by the same
+    restricted unpickler, so allowing them runs no code."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [getattr(np.dtypes, n) for n in dir(np.dtypes) if n.endswith("DType") and n != "ObjectDType"]
+    return [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype, *dtypes]
+
+
+_NUMPY_DATA_GLOBALS = _numpy_data_globals()
+
+
 def torch_load(path: str | Path) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU, with every failure as one line naming the file.
 
@@ -68,8 +85,8 @@ def torch_load(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise ValueError(f"{path}: empty file, not a checkpoint")
     try:
-        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4": noise beside the real message
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), torch.serialization.safe_globals(_NUMPY_DATA_GLOBALS):
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": noise beside the real message
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL (\S+) was not an allowed global", str(err))
@@ -121,15 +138,27 @@ def _drop_mismatched_head(model: nn.Module, sd: dict[str, Tensor]) -> dict[str, 
 
 
 def load_checkpoint(model: nn.Module, source: str | Path | Mapping[str, Tensor], strict: bool = True) -> None:
-    """Load a checkpoint of the same video architecture (head dropped if its size differs)."""
-    sd = _drop_mismatched_head(model, read_state_dict(source))
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.startswith("head.")]
-    if strict and (missing or unexpected):
-        raise ValueError(
-            f"checkpoint does not match {type(model).__name__}: missing {missing[:10]}, "
-            f"unexpected {unexpected[:10]}. For a 2D image checkpoint use kinetoscope.load_pretrained_2d"
-        )
+    """Load a checkpoint of the same video architecture (head dropped if its size differs).
+
+    Released checkpoints of a registered format (TPS, DualFormer: mmaction2 layout, bare backbone or
+    ImageNet image weights) are recognised by their keys and converted first. With ``strict`` every
+    tensor must find its place: a checkpoint of another family or variant raises one line naming what
+    it looks like, and nothing is loaded.
+    """
+    raw = read_state_dict(source)
+    sd, found = convert_state_dict(raw, model)
+    sd = _drop_mismatched_head(model, sd)
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd and not k.startswith("head.")]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [k for k in sd if k in own and sd[k].shape != own[k].shape]
+    if strict and (missing or unexpected or wrong):
+        raise ValueError(_mismatch_message(model, raw, found, missing, unexpected, wrong))
+    if found is not None and found.model not in (None, _model_name(model), type(model).__name__):
+        log.warning("loaded %s into %s (same tensors, another variant)", found.description, _model_name(model))
+    for k in wrong:
+        log.info("not loading %s: checkpoint %s vs model %s", k, tuple(sd[k].shape), tuple(own[k].shape))
+    model.load_state_dict({k: v for k, v in sd.items() if k not in wrong}, strict=False)
 
 
 def load_pretrained_2d(
@@ -177,3 +206,218 @@ def load_pretrained_2d(
     missing = [k for k in own if k not in mapped]
     model.load_state_dict(mapped, strict=False)
     return {"loaded": sorted(mapped), "missing": missing, "unexpected": unexpected}
+
+
+# ------------------------------------------------------------------------ released checkpoint formats
+# Checkpoints published with a paper's code keep that code's names. Each family registers how to
+# recognise its release's layout and how to rename (and, for image weights, inflate) it into ours;
+# load_checkpoint, create_model(pretrained=...) and `kinetoscope convert` go through here.
+
+
+@dataclass(frozen=True)
+class Recognised:
+    """What a state dict looks like, for conversion and for one-line error messages."""
+
+    description: str  # "a released DualFormer-T checkpoint (mmaction2 layout, 32x224 clips)"
+    model: str | None  # the registered variant it corresponds to, if any
+    layout: str  # "mmaction2", "backbone" (bare), "image" (2D weights to inflate) or "kinetoscope"
+    num_classes: int | None  # classifier size the checkpoint carries (None: no classifier)
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    """A released layout: ``identify(sd)`` recognises it, ``convert(sd, model)`` returns our names.
+
+    ``model_type`` is the model class the converted weights are for (a checkpoint recognised as this
+    format but given to another class is refused with one line).
+    """
+
+    name: str
+    model_type: type[nn.Module]
+    identify: Callable[[Mapping[str, Tensor]], Recognised | None]
+    convert: Callable[[Mapping[str, Tensor], nn.Module], dict[str, Tensor]]
+
+
+_FORMATS: list[CheckpointFormat] = []
+
+
+def register_checkpoint_format(fmt: CheckpointFormat) -> CheckpointFormat:
+    if any(f.name == fmt.name for f in _FORMATS):
+        raise ValueError(f"checkpoint format {fmt.name!r} is already registered")
+    _FORMATS.append(fmt)
+    return fmt
+
+
+def split_mmaction2(sd: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Tensor], str]:
+    """``(backbone, head, layout)``: an mmaction2 recogniser's ``backbone.*`` / ``cls_head.*`` split
+    (prefixes removed, layout ``"mmaction2"``), or the state dict itself as a bare ``"backbone"``."""
+    if sd and all(k.startswith(("backbone.", "cls_head.")) for k in sd) and any(k.startswith("backbone.") for k in sd):
+        backbone = {k[len("backbone.") :]: v for k, v in sd.items() if k.startswith("backbone.")}
+        head = {k[len("cls_head.") :]: v for k, v in sd.items() if k.startswith("cls_head.")}
+        return backbone, head, "mmaction2"
+    return dict(sd), {}, "backbone"
+
+
+def mmaction2_head_to_ours(head: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The I3D head's ``fc_cls.*`` as our ``head.*``; anything else of ``cls_head`` (an auxiliary head of
+    the released training) is dropped with a log line."""
+    out = {}
+    for k, v in head.items():
+        if k.startswith("fc_cls."):
+            out["head." + k[len("fc_cls.") :]] = v
+        else:
+            log.info("dropping cls_head.%s: an auxiliary head of the released training, not part of the model", k)
+    return out
+
+
+def ours_to_mmaction2(backbone: Mapping[str, Tensor], sd: Mapping[str, Tensor], layout: str) -> dict[str, Tensor]:
+    """A released-layout state dict from ``backbone`` (already in the release's names) and the ``head.*``
+    of ``sd``: ``layout="mmaction2"`` gives ``backbone.*`` + ``cls_head.fc_cls.*``, ``"backbone"`` the
+    bare backbone (no classifier)."""
+    if layout not in ("mmaction2", "backbone"):
+        raise ValueError(f"layout must be 'mmaction2' or 'backbone', got {layout!r}")
+    if layout == "backbone":
+        return dict(backbone)
+    out = {"backbone." + k: v for k, v in backbone.items()}
+    out.update({"cls_head.fc_cls." + k[len("head.") :]: v for k, v in sd.items() if k.startswith("head.")})
+    return out
+
+
+def head_size(head: Mapping[str, Tensor]) -> int | None:
+    """Classes of an mmaction2 ``cls_head`` (``None`` without one)."""
+    return _rows(head.get("fc_cls.weight"))
+
+
+def blocks_per_stage(keys: Iterable[str], pattern: str) -> tuple[int, ...]:
+    """Blocks per stage of a released backbone, from the keys matching ``pattern`` (whose first two
+    groups are the stage and the block index), e.g. ``r"layers\\.(\\d+)\\.blocks\\.(\\d+)\\."``."""
+    depth: dict[int, int] = {}
+    for k in keys:
+        if m := re.match(pattern, k):
+            depth[int(m[1])] = max(depth.get(int(m[1]), 0), int(m[2]) + 1)
+    return tuple(depth[i] for i in sorted(depth))
+
+
+def identify_checkpoint(sd: Mapping[str, Tensor]) -> Recognised | None:
+    """The registered released format ``sd`` is in, else ``None`` (kinetoscope layouts included only
+    through :func:`identify_kinetoscope`, which builds models and is slower)."""
+    for fmt in _FORMATS:
+        found = fmt.identify(sd)
+        if found is not None:
+            return found
+    return None
+
+
+def convert_state_dict(sd: Mapping[str, Tensor], model: nn.Module) -> tuple[dict[str, Tensor], Recognised | None]:
+    """``sd`` in our names for ``model``: released formats are converted, anything else is returned as is.
+
+    Raises ``ValueError`` (one line) when ``sd`` is a released checkpoint of another family.
+    """
+    for fmt in _FORMATS:
+        found = fmt.identify(sd)
+        if found is None:
+            continue
+        if not isinstance(model, fmt.model_type):
+            raise ValueError(f"checkpoint does not fit {_model_name(model)}: {_looks_like(found)}")
+        return fmt.convert(sd, model), found
+    return dict(sd), None
+
+
+def identify_kinetoscope(sd: Mapping[str, Tensor]) -> Recognised | None:
+    """The registered variant whose state dict (built on the meta device at its default input) has
+    exactly the keys of ``sd``; shapes decide between several, so a checkpoint built for another input
+    size is still named."""
+    from ._registry import create_model, get_model_config, list_models
+
+    keys = {k for k in sd if not k.startswith("head.")}
+    candidates = []
+    for name in list_models():
+        with torch.device("meta"):
+            own = create_model(name, num_classes=0).state_dict()
+        if set(own) == keys:
+            same = all(own[k].shape == sd[k].shape for k in keys)
+            candidates.append((not same, name))
+    if not candidates:
+        return None
+    shapes_differ, name = min(candidates)
+    cfg = get_model_config(name)
+    size = " built for another input size" if shapes_differ else f" ({cfg.num_frames}x{cfg.img_size} clips)"
+    head = sd.get("head.weight")
+    return Recognised(f"a kinetoscope {name} checkpoint{size}", name, "kinetoscope", _rows(head))
+
+
+def _rows(weight: Tensor | None) -> int | None:
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def _model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "default_cfg", None)
+    return cfg.name if cfg is not None else type(model).__name__
+
+
+def _looks_like(found: Recognised) -> str:
+    hint = f"; pass --model {found.model}" if found.model else ""
+    return f"this looks like {found.description}{hint}"
+
+
+def _mismatch_message(model, raw, found, missing, unexpected, wrong) -> str:
+    found = found or identify_kinetoscope(raw)
+    name = _model_name(model)
+    if found is not None and found.model != name:
+        return f"checkpoint does not fit {name}: {_looks_like(found)}"
+    parts = [f"{len(x)} {what} (e.g. {x[0]})" for x, what in ((missing, "missing"), (unexpected, "unexpected"),
+                                                               (wrong, "of another shape")) if x]  # fmt: skip
+    if found is not None:
+        return (
+            f"checkpoint does not fit {name} as built: tensors {', '.join(parts)}; it is {found.description}: "
+            "build the model for that input (num_frames/img_size, or --frames/--size)"
+        )
+    return (
+        f"checkpoint does not fit {name}: tensors {', '.join(parts)}. For a 2D image checkpoint use "
+        "kinetoscope.load_pretrained_2d"
+    )
+
+
+def convert_checkpoint(
+    source: str | Path,
+    output: str | Path,
+    model_name: str,
+    overwrite: bool = False,
+    num_frames: int | None = None,
+    img_size: int | None = None,
+) -> dict:
+    """Convert a checkpoint (released or ours) for ``model_name`` into a safetensors file of ours.
+
+    The output folder is checked before anything is read; an existing ``output`` is kept unless
+    ``overwrite``. The result is loaded strictly into the model before it is written (atomically), so a
+    written file always loads. Returns the metadata written beside the tensors.
+    """
+    from ._registry import create_model, get_model_config
+
+    out = Path(output)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"output must be a .safetensors file, got {out}")
+    check_output_file(out, overwrite)
+    cfg = get_model_config(model_name)
+    sd = read_state_dict(source)
+    found = identify_checkpoint(sd)
+    num_classes = found.num_classes if found is not None else _rows(sd.get("head.weight"))
+    frames, size = num_frames or cfg.num_frames, img_size or cfg.img_size
+    model = create_model(model_name, num_classes=num_classes or 0, num_frames=frames, img_size=size)
+    load_checkpoint(model, sd)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    info = {
+        "model": model_name,
+        "source": found.description if found else "a kinetoscope checkpoint",
+        "source_layout": found.layout if found else "kinetoscope",
+        "num_classes": num_classes or 0,
+        "num_frames": frames,
+        "img_size": size,
+        "converted_from": Path(source).name,
+        "tensors": len(tensors),
+    }
+    from safetensors.torch import save
+
+    with atomic_write(out, "wb") as f:
+        f.write(save(tensors, metadata={"kinetoscope": json.dumps(info)}))
+    return info

@@ -37,8 +37,10 @@ Choices where neither says:
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -58,12 +60,23 @@ from ..layers import (
     window_reverse,
 )
 from ._base import VideoModel, init_weights_trunc_normal
-from ._config import ModelConfig, PaperReference
+from ._config import ModelConfig, PaperReference, ReleasedWeights
 from ._registry import register_model
+from ._weights import (
+    CheckpointFormat,
+    Recognised,
+    blocks_per_stage,
+    head_size,
+    mmaction2_head_to_ours,
+    ours_to_mmaction2,
+    register_checkpoint_format,
+    split_mmaction2,
+)
 
 Downsample = Literal["dwconv", "conv", "avgpool"]
 CITATION = "Liang, Zhou, Zimmermann, Yan, DualFormer: Local-Global Stratified Transformer, ECCV 2022"
 MASK_VALUE = float("-inf")
+log = logging.getLogger(__name__)
 
 
 # ------------------------------------------------------------------------------------------- blocks
@@ -309,6 +322,173 @@ class DualFormer(VideoModel):
         return None
 
 
+# ------------------------------------------------------------------------------- released checkpoints
+# sail-sg/dualformer @ 058c10c: an mmaction2 Recognizer3D, `backbone.*` (mmaction/models/backbones/
+# dualformer.py) and `cls_head.fc_cls.*` (I3D head). Each released tensor has one counterpart of the
+# same shape here; renamed, our model computes the released function (models.md, "Released checkpoint
+# layouts"). The release's ImageNet image weights share the video names with 2D kernels.
+DUALFORMER_RELEASE = "sail-sg/dualformer@058c10c"
+_RELEASE_FINE_FRAMES = 8  # the release's fine prior is (8, 7, 7) tokens in stages 1-3
+_RELEASE_LABELS = {"dualformer_t": "DualFormer-T", "dualformer_s": "DualFormer-S", "dualformer_b": "DualFormer-B"}
+
+
+def _released_block_key(stage: str, block: str, rest: str, global_blocks: set[str]) -> str:
+    """``blocks.i.j.<rest>`` -> ours: GP-MSA's projections sit one level deeper (``attn.attn``)."""
+    prefix = f"stages.{stage}.blocks.{block}."
+    for old, new in (("attn.sr.", "attn.fine_pool."), ("attn.lr.", "attn.coarse_pool.")):
+        if rest.startswith(old):
+            return prefix + new + rest[len(old) :]
+    if f"{stage}.{block}" in global_blocks and rest.startswith(("attn.q.", "attn.kv.", "attn.proj.")):
+        return prefix + "attn." + rest
+    return prefix + rest
+
+
+def _released_dualformer_key(key: str, global_blocks: set[str]) -> str:
+    if m := re.fullmatch(r"blocks\.(\d+)\.(\d+)\.(.+)", key):
+        return _released_block_key(*m.groups(), global_blocks)
+    if m := re.fullmatch(r"patch_embeds\.(\d+)\.(.+)", key):
+        return f"stages.{m[1]}.patch_embed.{m[2]}"
+    if m := re.fullmatch(r"pos_block\.(\d+)\.proj\.0\.(.+)", key):
+        return f"stages.{m[1]}.peg.proj.{m[2]}"
+    return key  # norm.*
+
+
+def identify_released_dualformer(sd: Mapping[str, Tensor]) -> Recognised | None:
+    """A released DualFormer checkpoint (mmaction2, bare backbone or ImageNet image), else ``None``."""
+    backbone, head, layout = split_mmaction2(sd)
+    embed = backbone.get("patch_embeds.0.proj.weight")
+    if embed is None or "pos_block.0.proj.0.weight" not in backbone:
+        return None
+    dims = tuple(
+        int(v.shape[0]) for k, v in sorted(backbone.items()) if re.fullmatch(r"patch_embeds\.\d+\.proj\.weight", k)
+    )
+    depths = blocks_per_stage(backbone, r"blocks\.(\d+)\.(\d+)\.")
+    variant = next((n for n, row in _VARIANTS.items() if row[0] == dims and row[2] == depths), None)
+    label = _RELEASE_LABELS.get(variant, f"DualFormer (dims {dims}, depths {depths})")
+    if embed.dim() == 4:
+        return Recognised(f"a released {label} ImageNet image checkpoint", variant, "image", None)
+    size = ""
+    if (fine := backbone.get("blocks.0.1.attn.sr.weight")) is not None:  # kernel = tokens / (8, 7, 7)
+        frames = fine.shape[2] * _RELEASE_FINE_FRAMES * embed.shape[2]
+        size = f", {frames}x{fine.shape[3] * 7 * embed.shape[3]} clips"
+    return Recognised(f"a released {label} checkpoint ({layout} layout{size})", variant, layout, head_size(head))
+
+
+def convert_released_dualformer(sd: Mapping[str, Tensor], model: DualFormer) -> dict[str, Tensor]:
+    """Released DualFormer names -> ours (timm ``checkpoint_filter_fn`` style).
+
+    Video checkpoints are renamed only. ImageNet image checkpoints are also inflated as the release's
+    ``inflate_weights`` does, so a clip of identical frames meets the image's kernels: patch-embed, PEG
+    and fine-prior kernels are repeated over their temporal extent and divided by it (2 for the stage-1
+    patch embedding, 3 for the PEGs, the temporal expansion of the fine prior), the coarse prior's
+    first conv gets a temporal extent of 1, and its last conv becomes the mean filter with zero bias.
+    The release writes that mean as 1/(4*2*2) in stage 1 and 1/(4*1*1) in stage 2, the kernel volume
+    at its 32x224 input; we divide by the kernel volume of the model, identical there and still a mean
+    at other inputs. The image classifier is dropped.
+    """
+    backbone, head, _ = split_mmaction2(sd)
+    global_blocks = {f"{m[1]}.{m[2]}" for k in backbone if (m := re.match(r"blocks\.(\d+)\.(\d+)\.attn\.q\.", k))}
+    out = {_released_dualformer_key(k, global_blocks): v for k, v in backbone.items()}
+    out.update(mmaction2_head_to_ours(head))
+    if backbone["patch_embeds.0.proj.weight"].dim() == 4:
+        out = _inflate_released_image(out, model.state_dict())
+    return out
+
+
+def _inflate_released_image(sd: dict[str, Tensor], own: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    out = {}
+    for k, v in sd.items():
+        if k.startswith("head."):
+            log.info("dropping %s: the ImageNet classifier", k)
+            continue
+        if k.endswith("coarse_pool.3.weight"):
+            continue  # replaced by the mean filter below, as the release does
+        target = own.get(k)
+        out[k] = (
+            inflate_conv_weight(v, target.shape[2]) if target is not None and v.dim() == 4 == target.dim() - 1 else v
+        )
+    for k, target in own.items():
+        if k.endswith("coarse_pool.3.weight"):
+            out[k] = torch.full(target.shape, 1.0 / math.prod(target.shape[2:]), dtype=target.dtype)
+        elif k.endswith("coarse_pool.3.bias"):
+            out[k] = torch.zeros(target.shape, dtype=target.dtype)
+    return out
+
+
+def to_released_dualformer(sd: Mapping[str, Tensor], layout: str = "mmaction2") -> dict[str, Tensor]:
+    """Ours -> the release's names (the inverse of :func:`convert_released_dualformer` for video
+    checkpoints): ``layout="mmaction2"`` gives ``backbone.*`` + ``cls_head.fc_cls.*``, ``"backbone"`` the
+    bare backbone (the classifier is left out)."""
+    backbone = {}
+    for k, v in sd.items():
+        if m := re.fullmatch(r"stages\.(\d+)\.blocks\.(\d+)\.(.+)", k):
+            rest = m[3].replace("attn.attn.", "attn.", 1).replace("attn.fine_pool.", "attn.sr.", 1)
+            backbone[f"blocks.{m[1]}.{m[2]}.{rest.replace('attn.coarse_pool.', 'attn.lr.', 1)}"] = v
+        elif m := re.fullmatch(r"stages\.(\d+)\.patch_embed\.(.+)", k):
+            backbone[f"patch_embeds.{m[1]}.{m[2]}"] = v
+        elif m := re.fullmatch(r"stages\.(\d+)\.peg\.proj\.(.+)", k):
+            backbone[f"pos_block.{m[1]}.proj.0.{m[2]}"] = v
+        elif not k.startswith("head."):
+            backbone[k] = v
+    return ours_to_mmaction2(backbone, sd, layout)
+
+
+register_checkpoint_format(
+    CheckpointFormat(DUALFORMER_RELEASE, DualFormer, identify_released_dualformer, convert_released_dualformer)
+)
+
+# What the authors trained (README "Models" table and the configs it links). Mean/std of the K400
+# configs are ImageNet's; the small-dataset configs normalise with mean (104, 117, 128), std 1 (0-255).
+_DRIVE = "https://drive.google.com/file/d/{}/view?usp=sharing"
+_SMALL_DATA = dict(views="4x3", sampling="dense:32x4", mean=(104 / 255, 117 / 255, 128 / 255), std=(1 / 255,) * 3)
+
+
+def _released(
+    dataset, classes, top1, drive_id, config, file=None, pretrain="IN-1K", views="4x1", **kw
+) -> ReleasedWeights:
+    return ReleasedWeights(
+        dataset, classes, top1, "README", views, url=_DRIVE.format(drive_id) if drive_id else None, file=file,
+        config=f"configs/recognition/dualformer/{config}.py", repository=DUALFORMER_RELEASE, pretrain=pretrain, **kw,
+    )  # fmt: skip
+
+
+def _image(file: str | None, dataset: str = "ImageNet-1K") -> ReleasedWeights:
+    return ReleasedWeights(
+        dataset, 1000 if dataset == "ImageNet-1K" else 21841, None, "", "1x1", file=file, repository=DUALFORMER_RELEASE,
+        num_frames=1, sampling="", note="image weights the K400 configs start from (inflated by inflate_weights); "
+        "not published (the README's table links video checkpoints only)",
+    )  # fmt: skip
+
+
+RELEASED_WEIGHTS: dict[str, tuple[ReleasedWeights, ...]] = {
+    "dualformer_t": (
+        _released("Kinetics-400", 400, 79.5, "1dvG6vjC7udHTwTaqmOAfn6U3HNs3T-QF",
+                  "dualformer_tiny_patch244_window877_kinetics400_1k", "dualformer_tiny_patch244_window877.pth"),
+        _image("dualformer_tiny.pth"),
+    ),
+    "dualformer_s": (
+        _released("Kinetics-400", 400, 80.6, "1dNHPnSl39Vbh7Z-KSWYjNV3PGFlWL3TY",
+                  "dualformer_small_patch244_window877_kinetics400_1k", "dualformer_small_patch244_window877.pth"),
+        _released("Diving-48", 48, 81.8, "10KZbIOwBErijejv72AVJrxkngp9TU4sj",
+                  "dualformer_small_patch244_window877_diving48", pretrain="Kinetics-400", **_SMALL_DATA),
+        _released("HMDB-51", 51, 76.4, "1NS80zjexgQhw6UMH-bbXUsHI0ZlpPvsV",
+                  "dualformer_small_patch244_window877_hmdb51", pretrain="Kinetics-400", **_SMALL_DATA),
+        _released("UCF-101", 101, 97.5, "1tEv2C51Z4pI2HSbb9fabsv-SIOItykDZ",
+                  "dualformer_small_patch244_window877_ucf101", pretrain="Kinetics-400",
+                  note="the README row says Small but links the tiny UCF-101 config (16 frames)", **_SMALL_DATA),
+        _image(None),
+    ),
+    "dualformer_b": (
+        _released("Kinetics-400", 400, 81.1, "1U_hxRWzh92ru2efgpiFH7a0e4LCc_3m8",
+                  "dualformer_base_patch244_window877_kinetics400_1k", "dualformer_base_patch244_window877.pth"),
+        _released("Kinetics-600", 600, 85.2, "1bp-Bl1MVtR9Fj405mLc129dVSK-PEvSy",
+                  "dualformer_base_patch244_window877_kinetics600_22k", pretrain="IN-22K"),
+        _image(None),
+        _image(None, "ImageNet-22K"),
+    ),
+}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------ variants
 _VARIANTS = {
     #                 dims                   heads            depths (sub-blocks)  drop path  params M  GMACs   top-1
@@ -331,6 +511,7 @@ for _name, (_dims, _heads, _depths, _dp, _params, _gmacs, _top1) in _VARIANTS.it
     register_model(
         ModelConfig(
             name=_name, num_frames=32, img_size=224, test_views="4x1", sampling="dense:32x2", min_input=(4, 64),
+            weights=RELEASED_WEIGHTS[_name],
             paper=PaperReference(_params, _gmacs, "mac", None, "4x1", _top1, "Kinetics-400", "IN-1K", CITATION,
                                  note="params of the backbone (no head); GFLOPs per view as released (fvcore)"),
         )

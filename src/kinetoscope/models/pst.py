@@ -36,7 +36,8 @@ Choices where the paper or the released code (MartinXM/TPS) is silent or special
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import torch
@@ -60,8 +61,18 @@ from ..layers import (
 )
 from ..layers.temporal_shift import cell_offsets, channel_shift, patch_shift, source_frames
 from ._base import VideoModel, init_weights_trunc_normal
-from ._config import ModelConfig, PaperReference
+from ._config import ModelConfig, PaperReference, ReleasedWeights
 from ._registry import register_model
+from ._weights import (
+    CheckpointFormat,
+    Recognised,
+    blocks_per_stage,
+    head_size,
+    mmaction2_head_to_ours,
+    ours_to_mmaction2,
+    register_checkpoint_format,
+    split_mmaction2,
+)
 
 ShiftKind = Literal["patch", "channel"] | None
 TPSMode = Literal["pst", "patch", "channel"] | None
@@ -586,6 +597,102 @@ def add_temporal_patch_shift(
     return model
 
 
+# ------------------------------------------------------------------------------- released checkpoints
+# MartinXM/TPS @ e913d2a: an mmaction2 Recognizer3D, `backbone.*` (SwinTransformer2D_TPS in
+# mmaction/models/backbones/swin_transformer2d_tps.py) and `cls_head.fc_cls.*` (I3D head). Names and
+# shapes are ours except that the release merges patches at the END of stage i (ours: at the start of
+# stage i+1) and stores its bias index as buffers, which we rebuild. The release is built for 16 token
+# frames and 7x7 windows (32 frames with patch (2, 4, 4)); the bias table has (2*16-1)*13*13 rows.
+TPS_RELEASE = "MartinXM/TPS@e913d2a"
+_RELEASE_TOKEN_FRAMES = 16
+_RELEASE_LABELS = {"pst_t": "PST-T (Swin-T TPS)", "pst_b": "PST-B (Swin-B TPS)"}
+_REBUILT_BUFFERS = ("relative_position_index", "relative_position_index_old", "attn_mask")
+
+
+def identify_released_tps(sd: Mapping[str, Tensor]) -> Recognised | None:
+    """A released TPS Swin checkpoint (mmaction2 layout or bare backbone), else ``None``.
+
+    Recognised by a 3D patch embedding, patch merging at the end of stage 1 (``layers.0.downsample``)
+    and the release's 16-frame bias table (or its ``relative_position_index_old`` buffers).
+    """
+    backbone, head, layout = split_mmaction2(sd)
+    embed = backbone.get("patch_embed.proj.weight")
+    table = backbone.get("layers.0.blocks.0.attn.relative_position_bias_table")
+    if embed is None or embed.dim() != 5 or "layers.0.downsample.reduction.weight" not in backbone:
+        return None
+    release_rows = (2 * _RELEASE_TOKEN_FRAMES - 1) * 13 * 13
+    if "layers.0.blocks.0.attn.relative_position_index_old" not in backbone and (
+        table is None or table.shape[0] != release_rows
+    ):
+        return None
+    arch = (int(embed.shape[0]), blocks_per_stage(backbone, r"layers\.(\d+)\.blocks\.(\d+)\."))
+    variant = next((n for n, a in (("pst_t", SWIN_T), ("pst_b", SWIN_B)) if a[:2] == arch), None)
+    label = _RELEASE_LABELS.get(variant, f"TPS Swin (embed dim {arch[0]}, depths {arch[1]})")
+    frames = _RELEASE_TOKEN_FRAMES * embed.shape[2]
+    return Recognised(f"a released {label} checkpoint ({layout} layout, {frames}-frame clips)", variant, layout,
+                      head_size(head))  # fmt: skip
+
+
+def convert_released_tps(sd: Mapping[str, Tensor], model: PatchShiftSwin) -> dict[str, Tensor]:
+    """Released TPS names -> ours (timm ``checkpoint_filter_fn`` style): ``layers.i.downsample`` ->
+    ``layers.{i+1}.downsample``, the index buffers dropped, ``cls_head.fc_cls`` -> ``head``."""
+    backbone, head, _ = split_mmaction2(sd)
+    out = {}
+    for k, v in backbone.items():
+        if k.endswith(_REBUILT_BUFFERS):
+            continue
+        m = re.fullmatch(r"layers\.(\d+)\.downsample\.(.+)", k)
+        out[f"layers.{int(m[1]) + 1}.downsample.{m[2]}" if m else k] = v
+    out.update(mmaction2_head_to_ours(head))
+    return out
+
+
+def to_released_tps(sd: Mapping[str, Tensor], layout: str = "mmaction2") -> dict[str, Tensor]:
+    """Ours -> the release's names (inverse of :func:`convert_released_tps`). The index buffers are
+    not written: the released module builds them itself (mmcv's ``load_checkpoint`` loads with
+    ``strict=False``). ``layout="backbone"`` leaves the classifier out."""
+    backbone = {}
+    for k, v in sd.items():
+        if not k.startswith("head."):
+            m = re.fullmatch(r"layers\.(\d+)\.downsample\.(.+)", k)
+            backbone[f"layers.{int(m[1]) - 1}.downsample.{m[2]}" if m else k] = v
+    return ours_to_mmaction2(backbone, sd, layout)
+
+
+register_checkpoint_format(CheckpointFormat(TPS_RELEASE, PatchShiftSwin, identify_released_tps, convert_released_tps))
+
+# What the authors trained. MartinXM/TPS publishes configs (Swin-T TPS for K400, SSv2, SSv1, Diving48)
+# but no checkpoint; its README points to ModelScope "damo/cv_pathshift_action-recognition" without
+# naming the variant or dataset. Top-1 is the paper's (Tables 3-5, 7), for the views given.
+_NOT_PUBLISHED = ("not published in MartinXM/TPS (configs only); the README points to the ModelScope model "
+                  "damo/cv_pathshift_action-recognition (variant and dataset not stated)")  # fmt: skip
+_SS_NOTE = ("paper Table 3, K400-pretrained, 3 crops x 1 clip; the table's rows are misaligned in our copy, read as "
+            "IN-1K 1x1, IN-1K 3x1, K400 1x1, K400 3x1 per model")  # fmt: skip
+_SS = dict(sampling="uniform:32", pretrain="Kinetics-400", note=f"{_SS_NOTE}; {_NOT_PUBLISHED}")
+_DAGGER = "not in the release"
+
+
+def _paper(dataset, classes, top1, table, views, config=None, pretrain="IN-1K", note=_NOT_PUBLISHED, **kw):
+    config = f"configs/recognition/tps/swin_tiny_2D_patch244_tps_{config}_1k.py" if config else None
+    return ReleasedWeights(dataset, classes, top1, f"paper {table}", views, config=config, repository=TPS_RELEASE,
+                           pretrain=pretrain, note=note, **kw)  # fmt: skip
+
+
+RELEASED_WEIGHTS: dict[str, tuple[ReleasedWeights, ...]] = {
+    "pst_t": (
+        _paper("Kinetics-400", 400, 78.2, "Table 4", "4x3", "k400"),
+        _paper("Something-Something V2", 174, 67.3, "Table 3", "1x3", "sthv2", **_SS),
+        _paper("Something-Something V1", 174, 53.6, "Table 3", "1x3", "sthv1", **_SS),
+        _paper("Diving-48 V2", 48, 79.2, "Table 5", "1x3", "diving48", sampling="uniform:32"),
+    ),
+    "pst_b": (_paper("Kinetics-400", 400, 81.8, "Table 4", "4x3", pretrain="IN-21K"),),
+    "pst_t_dagger": (_paper("Kinetics-400", 400, 78.6, "Table 4", "4x3", note=_DAGGER),),
+    "pst_b_dagger": (_paper("Kinetics-400", 400, 82.5, "Table 4", "4x3", pretrain="IN-21K", note=_DAGGER),),
+    "deit_s_tps": (_paper("Kinetics-400", 400, 75.3, "Table 7", "not stated", num_frames=16, sampling="uniform:16",
+                          note="the release has only a stale compiled DeiT wrapper; no weights"),),
+}  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------ variants
 def _swin_variant(dims_depths_heads, **defaults):
     embed_dim, depths, heads = dims_depths_heads
@@ -615,7 +722,9 @@ for _name, _arch, _defaults, _ref in [
     ("pst_b_dagger", SWIN_B, {"window": (2, 7, 7), "drop_path_rate": 0.2}, PaperReference(
         88.8, 252, "mac", 174, "4x3", 82.5, pretrain="IN-21K", note="temporal attention window 2", **_K400)),
 ]:  # fmt: skip
-    register_model(ModelConfig(name=_name, paper=_ref, **_PST))(_swin_variant(_arch, **_defaults))
+    register_model(ModelConfig(name=_name, paper=_ref, weights=RELEASED_WEIGHTS[_name], **_PST))(
+        _swin_variant(_arch, **_defaults)
+    )
 
 register_model(
     ModelConfig(
@@ -638,6 +747,7 @@ register_model(
         test_views="4x3",
         sampling="uniform:16",
         min_input=(4, 32),
+        weights=RELEASED_WEIGHTS["deit_s_tps"],
         paper=PaperReference(
             22, 74, "mac", 400, None, 75.3, pretrain="IN-1K",
             note="16 frames match the reported 74 GFLOPs (the released wrapper is hard-wired to 8)", **_K400,
