@@ -4,7 +4,10 @@ The logits below were computed with the code at commit 2f72654 (before the "hous
 by running this file as a script (``PYTHONPATH=src python tests/test_model_outputs.py``) there. Every
 weight is drawn from a seeded generator entry by entry in sorted key order (``fill_weights``), so the
 numbers do not depend on the order in which a model creates its modules, and the input is a seeded
-clip.
+clip. The PST rows with ``rel_pos_index="released"`` did not exist at 2f72654: they were computed there
+with ``ShiftWindowAttention.position_bias`` replaced by the released index written as a plain loop
+(``released_index_loop`` in tests/test_pst.py, copied into a scratch script), i.e. independently of
+the implementation they now check.
 
 The state-dict digests pin the names and shapes of every registered model (checkpoints, the timm 2D
 loading and the released-weights converters depend on them).
@@ -49,9 +52,11 @@ def seeded_clip(frames: int, size: int, seed: int = 1) -> torch.Tensor:
 
 # (id, model name, constructor kwargs, input (frames, size))
 CASES = [
-    ("pst_shift", "pst_nano", dict(num_frames=8), (8, 64)),
-    ("pst_shift_other_input", "pst_nano", dict(num_frames=8), (6, 52)),
-    ("pst_dagger_shift", "pst_nano", dict(num_frames=8, window=(2, 4, 4)), (8, 64)),
+    ("pst_shift", "pst_nano", dict(num_frames=8, rel_pos_index="shift"), (8, 64)),
+    ("pst_shift_other_input", "pst_nano", dict(num_frames=8, rel_pos_index="shift"), (6, 52)),
+    ("pst_dagger_shift", "pst_nano", dict(num_frames=8, window=(2, 4, 4), rel_pos_index="shift"), (8, 64)),
+    ("pst_released", "pst_nano", dict(num_frames=8), (8, 64)),
+    ("pst_released_other_input", "pst_nano", dict(num_frames=8), (6, 52)),
     ("deit_tps", "deit_s_tps", dict(num_frames=4, img_size=32, depth=4), (4, 32)),
     ("deit_tps_time_embed", "deit_s_tps", dict(num_frames=4, img_size=32, depth=4, temporal_pos_embed=True), (6, 48)),
     ("dualformer", "dualformer_nano", dict(num_frames=8), (8, 64)),
@@ -67,6 +72,8 @@ PINNED = {
     "pst_shift": [0.557042, 1.199496, 0.283329, 0.142106, 0.233249],
     "pst_shift_other_input": [0.582415, 1.235221, -0.295931, 0.204726, -0.388493],
     "pst_dagger_shift": [0.454832, 1.316149, 0.290091, 0.200956, 0.2112],
+    "pst_released": [0.506155, 1.238687, 0.328986, 0.214704, 0.121623],
+    "pst_released_other_input": [0.723386, 1.193705, -0.375857, 0.209771, -0.274857],
     "deit_tps": [-0.162277, 1.144131, 0.218177, -0.728819, -1.852832],
     "deit_tps_time_embed": [-1.019472, 1.758638, -0.278543, 0.152888, -0.995899],
     "dualformer": [0.622381, -0.538442, -0.387168, 0.095727, -0.960961],

@@ -10,12 +10,13 @@ from . import (
 )
 from ._base import VideoModel
 from ._config import ModelConfig, PaperReference
-from ._registry import create_model, get_model_config, list_models, register_model
+from ._registry import Variant, create_model, get_model_config, list_models, register_model, register_variants
 from ._weights import load_checkpoint, load_pretrained_2d, read_state_dict
 
 __all__ = [
     "ModelConfig",
     "PaperReference",
+    "Variant",
     "VideoModel",
     "create_model",
     "get_model_config",
@@ -24,4 +25,5 @@ __all__ = [
     "load_pretrained_2d",
     "read_state_dict",
     "register_model",
+    "register_variants",
 ]
