@@ -53,17 +53,23 @@ def test_lw_msa_matches_a_per_window_loop(size):
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(
-    "name, params, gmacs",
-    [("dualformer_t", 21.77, 60.09), ("dualformer_s", 48.91, 158.69), ("dualformer_b", 86.84, 267.96)],
-)
-def test_params_and_gmacs_within_2_percent_of_the_release(name, params, gmacs):
+# The released backbones measured with fvcore at 32x224 (docs: /work/shared/design/models.md, section 1.2 and
+# "Released checkpoint layouts"): params without a head, GMACs per view. DualFormer-T maps one to one onto the
+# release (306 tensors, same shapes), so its count is exact.
+RELEASE = {"dualformer_t": (21_767_360, 60.09), "dualformer_s": (48.908e6, 158.69), "dualformer_b": (86.838e6, 267.96)}
+
+
+@pytest.mark.parametrize("name", RELEASE)
+def test_params_and_gmacs_equal_the_release(name):
+    params, gmacs = RELEASE[name]
     with torch.device("meta"):
         model = create_model(name)
-    ours_params = count_params(model, exclude_head=True) / 1e6
+    ours_params = count_params(model, exclude_head=True)
     ours_gmacs, _ = count_macs(model, (1, 3, 32, 224, 224))
-    assert abs(ours_params - params) / params < 0.02, ours_params
-    assert abs(ours_gmacs - gmacs) / gmacs < 0.02, ours_gmacs
+    assert abs(ours_params - params) <= 500, ours_params  # the release's figures are rounded to 1 k
+    assert abs(ours_gmacs - gmacs) / gmacs < 0.01, ours_gmacs  # fvcore and FlopCounterMode differ on a few ops
+    if name == "dualformer_t":
+        assert ours_params == params
 
 
 def test_released_structure_stage_priors():
@@ -111,3 +117,17 @@ def test_odd_sizes_work_and_2d_inflation_loads():
     assert set(report["loaded"]) == set(sd)
     w = model.stages[0].patch_embed.proj.weight
     torch.testing.assert_close(w.sum(2), sd["stages.0.patch_embed.proj.weight"])  # repeated / T keeps the sum
+
+
+def test_inputs_smaller_than_the_prior_kernels_are_named():
+    model = create_model("dualformer_nano", num_classes=3, num_frames=16, img_size=64).eval()
+    # built for (8, 16, 16) token maps: stage 1 pools the fine prior with (2, 4, 4) and the coarse one with (1, 7, 7)
+    # then (2, 1, 1), so it needs maps of at least (2, 7, 7); stage 2, at half the size, needs (2, 7, 7) too:
+    # T >= 3 (ceil(T / 2) >= 2) and H >= 49 (ceil(ceil(H / 4) / 2) >= 7)
+    with pytest.raises(ValueError, match=r"at least 3 frames of 49x49 pixels, got \(4, 48, 48\)"):
+        model(torch.randn(1, 3, 4, 48, 48))
+    with pytest.raises(ValueError, match="at least 3 frames"):
+        model(torch.randn(1, 3, 2, 64, 64))
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 3, 49, 49)).shape == (1, 3)  # the smallest clip the message names
+        assert model(torch.randn(1, 3, 20, 70, 90)).shape == (1, 3)  # larger inputs give more priors

@@ -4,17 +4,23 @@ from timm.models.swin_transformer import get_relative_position_index
 from timm.models.swin_transformer import window_partition as timm_window_partition
 
 from kinetoscope.layers import (
+    KEY_MASK_VALUE,
     Attention,
     PatchEmbed3d,
-    RelativePositionBias,
+    PreNormBlock,
     attention,
     check_video_input,
     dense_attention_reference,
     drop_path_schedule,
     effective_window,
+    geometry_buffer,
     inflate_conv_weight,
+    key_padding_bias,
     relative_position_index,
+    resample_2d,
     shifted_window_mask,
+    window_coords,
+    window_padding_bias,
     window_partition,
     window_reverse,
 )
@@ -56,15 +62,87 @@ def test_window_partition_roundtrip_and_timm_order():
     torch.testing.assert_close(ours, theirs)
 
 
-def test_relative_position_index_equals_timm():
+def test_relative_position_index_equals_timm_reads_other_coordinates_and_clamps():
     torch.testing.assert_close(relative_position_index((1, 7, 7)), get_relative_position_index(7, 7))
-    rpb = RelativePositionBias((2, 4, 4), num_heads=3)
-    assert rpb.relative_position_bias_table.shape == (3 * 7 * 7, 3)
-    assert rpb().shape == (3, 32, 32)
-    # a smaller window reads the same table with its own offsets: the diagonal is offset 0 everywhere
-    small = rpb((1, 2, 2))
-    center = rpb.relative_position_bias_table[(2 - 1) * 49 + 3 * 7 + 3]
-    torch.testing.assert_close(small[:, 0, 0], center)
+    # a smaller window reads the same (2, 4, 4) table with its own offsets: the diagonal is offset 0 everywhere
+    small = relative_position_index((2, 4, 4), window_coords((1, 2, 2)))
+    assert small.shape == (4, 4) and (small.diagonal() == (2 - 1) * 49 + 3 * 7 + 3).all()
+    # the cell (0, 1) below cell (1, 1): offset (0, +1, 0) -> row (0 + 1) * 49 + (1 + 3) * 7 + (0 + 3)
+    assert small[3, 1] == 49 + 4 * 7 + 3
+    # a temporal offset of 5 is beyond the 2-frame table: clamped to +1
+    q, k = torch.tensor([[5, 0, 0]]), torch.tensor([[0, 0, 0]])
+    assert relative_position_index((2, 4, 4), q, k).item() == 2 * 49 + 3 * 7 + 3
+
+
+def test_key_padding_bias_hides_padding_and_stays_finite_in_half_precision():
+    bias = window_padding_bias((1, 5, 3), (1, 4, 4))  # a 5x3 map padded to 8x4: two windows
+    assert bias.shape == (2, 1, 1, 16)
+    real = torch.zeros(8, 4, dtype=torch.bool)
+    real[:5, :3] = True
+    expected = key_padding_bias(window_partition(real[None, None, ..., None], (1, 4, 4))[..., 0])
+    torch.testing.assert_close(bias[:, 0, 0], expected)
+    assert set(bias.unique().tolist()) == {0.0, KEY_MASK_VALUE}
+    assert window_padding_bias((2, 8, 4), (1, 4, 4)) is None
+    for dtype in (torch.float16, torch.bfloat16):
+        logits = torch.tensor([[30.0, -40.0, 5.0]], dtype=dtype)
+        masked = logits + key_padding_bias(torch.tensor([[True, False, False]])).to(dtype)
+        assert torch.isfinite(masked).all()
+        probs = masked.float().softmax(-1)
+        assert probs[0, 0] == 1.0 and probs[0, 1:].sum() == 0.0
+        all_masked = (logits + key_padding_bias(torch.zeros(1, 3, dtype=torch.bool)).to(dtype)).float().softmax(-1)
+        assert torch.isfinite(all_masked).all()  # -inf would give NaN here
+
+
+def test_geometry_buffer_is_built_once_kept_out_of_checkpoints_and_never_on_meta():
+    module = torch.nn.Linear(2, 2)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return torch.arange(3)
+
+    with torch.inference_mode():
+        first = geometry_buffer(module, "index_3", build, torch.device("cpu"))
+    assert not first.is_inference()  # usable by autograd later
+    assert geometry_buffer(module, "index_3", build, torch.device("cpu")) is first and len(calls) == 1
+    assert "index_3" not in module.state_dict() and dict(module.named_buffers())["index_3"] is first
+    with torch.device("meta"):
+        meta = torch.nn.Linear(2, 2)
+    assert geometry_buffer(meta, "index_3", build, torch.device("meta")).is_meta
+    assert "index_3" not in dict(meta.named_buffers())
+
+
+def test_pre_norm_block_transition_shortcut_and_extras():
+    torch.manual_seed(0)
+
+    class Halve(torch.nn.Module):  # an "attention" that halves the token count and passes an extra on
+        def forward(self, x, scale):
+            return x[:, ::2] * scale, "extra"
+
+    class Pool(torch.nn.Module):
+        def forward(self, x, scale):
+            return x[:, ::2]
+
+    blk = PreNormBlock(8, Halve(), mlp_ratio=2.0, out_dim=12, shortcut=Pool()).eval()
+    x = torch.randn(2, 6, 8)
+    out, extra = blk(x, 3.0)
+    y = x[:, ::2] + blk.norm1(x)[:, ::2] * 3.0
+    expected = blk.proj(blk.norm2(y)) + blk.mlp(blk.norm2(y))
+    torch.testing.assert_close(out, expected)
+    assert extra == "extra" and out.shape == (2, 3, 12)
+    attn_only = PreNormBlock(8, torch.nn.Identity(), mlp_ratio=0)
+    assert attn_only.mlp is None and attn_only.norm2 is None
+    torch.testing.assert_close(attn_only(x), x + attn_only.norm1(x))
+
+
+def test_resample_2d_keeps_prefix_tokens_and_reads_square_grids():
+    embed = torch.randn(1, 1 + 16, 8)
+    out = resample_2d(embed, None, (6, 6), num_prefix_tokens=1)
+    assert out.shape == (1, 37, 8)
+    torch.testing.assert_close(out[:, 0], embed[:, 0])
+    torch.testing.assert_close(out[:, 1:], resample_2d(embed[:, 1:], (4, 4), (6, 6)))
+    with pytest.raises(ValueError, match="not a square grid"):
+        resample_2d(torch.randn(1, 1 + 15, 8), None, (4, 4), num_prefix_tokens=1)
 
 
 def test_shifted_window_mask_matches_swin_regions():

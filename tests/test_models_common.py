@@ -2,11 +2,15 @@
 
 import pytest
 import torch
+from timm.models._manipulate import group_parameters
+from timm.optim import param_groups_layer_decay
 
 from kinetoscope import create_model, get_model_config, list_models
 from kinetoscope.models import register_model
+from kinetoscope.profiling import paper_comparison
 
 ALL = list_models()
+NANOS = list_models("*_nano")
 
 
 def _input(name: str, batch: int = 2) -> torch.Tensor:
@@ -23,10 +27,7 @@ def test_forward_backward_features_and_classifier(name):
     out = model(x)
     assert out.shape == (2, 7) and torch.isfinite(out).all()
     out.sum().backward()
-    grads = [p.grad for p in model.parameters() if p.requires_grad]
-    assert all(g is not None for g in grads[:1]) and all(torch.isfinite(g).all() for g in grads if g is not None)
-    unused = [n for n, p in model.named_parameters() if p.grad is None]
-    assert len(unused) < len(grads), f"{name}: no parameter received a gradient"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
     model.eval()
     with torch.no_grad():
@@ -41,6 +42,30 @@ def test_forward_backward_features_and_classifier(name):
     headless = create_model(name, num_classes=0, num_frames=frames, img_size=size).eval()
     with torch.no_grad():
         assert headless(x).shape == (2, headless.num_features)
+
+
+# stat_nano's last stage is one block that pools its queries: only its patch tokens see the pooling conv, and the
+# head reads the class tokens, so that conv gets no gradient (DDP needs find_unused_parameters for stat_nano).
+# A nano with two blocks in its last stage would not have it; reported, not changed (it changes stat_nano's
+# checkpoints). The list pins it: any other parameter without a gradient fails.
+KNOWN_DEAD = {"stat_nano": ["blocks.3.attn.pool_q.pool.weight"]}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_parameter_gets_a_gradient(name):
+    """No dead branch: every parameter moves the loss (also what DDP without find_unused_parameters needs).
+    Train mode, no stochastic depth or dropout (a dropped branch has no gradient in that step), 64 px so that
+    every stage has more than one token (SCT's last LSH layer sees a single token at 32 px)."""
+    frames, size = get_model_config(name).min_input
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, num_frames=frames, img_size=max(size, 64), drop_path_rate=0.0).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    out = model(torch.randn(2, 3, frames, max(size, 64), max(size, 64)))
+    (out * torch.randn_like(out)).sum().backward()  # random class weights: no sum that could cancel
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
+    assert dead == KNOWN_DEAD.get(name, []), f"{name}: parameters without a gradient (a dead branch): {dead}"
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -132,3 +157,139 @@ def test_torch_compile_matches_eager():
         eager = model(x)
         compiled = torch.compile(model)(x)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NANOS + ["deit_s_tps"])
+def test_forward_intermediates_contract(name):
+    frames, size = get_model_config(name).min_input
+    kwargs = dict(depth=3) if name == "deit_s_tps" else {}
+    model = create_model(name, num_classes=3, num_frames=frames, img_size=size, **kwargs).eval()
+    x = torch.randn(2, 3, frames, size, size)
+    n = model.num_intermediates
+    features, grids = model.forward_intermediates(x)
+    torch.testing.assert_close(features, model.forward_features(x))
+    assert len(grids) == n and all(g.dim() == 5 and g.shape[:2] == (2, g.shape[1]) for g in grids)
+    # the last grid is the features' patch tokens: the map itself (PST, DualFormer), or the tokens after the
+    # class token (DeiT-TPS, STAT, SCT; CSTransformer's features are FAM's sum, of the same shape)
+    last = model.forward_intermediates(x, indices=1, norm=True, output_fmt="NTHWC", intermediates_only=True)[0]
+    patches = features if features.dim() == 5 else features[:, :, features.shape[2] - last.shape[2] * last.shape[3] :]
+    assert patches.numel() == last.numel() and last.shape[-1] == features.shape[-1]
+    if getattr(model, "fam", None) is None:
+        torch.testing.assert_close(patches.reshape(last.shape), last)
+    # the gradient of a class score reaches the last grid the head still reads (Grad-CAM; module docstring
+    # of models/_base.py): the last one, the one before it where the head reads class tokens, and for
+    # CSTransformer (whose temporal blocks keep positions apart) the input of the last spatial block
+    logits = model.forward_head(features)
+    reach = [bool(torch.autograd.grad(logits[:, 0].sum(), g, retain_graph=True)[0].any()) for g in grids]
+    if features.dim() == 5:
+        last_reached = n - 1
+    elif hasattr(model, "spatial_blocks"):
+        last_reached = len(model.spatial_blocks) - 2
+    else:
+        last_reached = n - 2
+    assert reach[last_reached] and not any(reach[last_reached + 1 :]), reach
+    # timm's selections: the last n, a list with negatives, stop early
+    head = model.forward_intermediates(x, indices=[0, -1], intermediates_only=True)
+    torch.testing.assert_close(head[1], grids[-1])
+    early = model.forward_intermediates(x, indices=[0], stop_early=True, intermediates_only=True)
+    torch.testing.assert_close(early[0], grids[0])
+    with pytest.raises(ValueError, match="out of range"):
+        model.forward_intermediates(x, indices=[n])
+    with pytest.raises(ValueError, match="output_fmt"):
+        model.forward_intermediates(x, output_fmt="NCHW")
+    with pytest.raises(ValueError, match="intermediates_only"):
+        model.forward_intermediates(x, stop_early=True)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_group_matcher_gives_timm_layer_decay(name):
+    with torch.device("meta"):
+        model = create_model(name, num_classes=5)
+    layer_of = group_parameters(model, model.group_matcher(coarse=False), reverse=True)
+    names = [n for n, _ in model.named_parameters()]
+    body = [n for n in names if not n.startswith("head.")]
+    assert set(body) <= set(layer_of), f"parameters in no group: {sorted(set(body) - set(layer_of))[:5]}"
+    ids = [layer_of[n] for n in body]  # parameters are created stem first, head last
+    first_block = min(layer_of[n] for n in body if "blocks" in n or "layers" in n or "stages" in n)
+    assert min(ids) == 0 and first_block >= 0 and max(ids) >= model.num_intermediates
+    groups = param_groups_layer_decay(model, weight_decay=0.05, layer_decay=0.5)
+    scales = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    assert len(scales) == len(names)  # every parameter in exactly one group
+    params = dict(model.named_parameters())
+    assert scales[id(params[body[0]])] < scales[id(params["head.weight"])] == 1.0
+    coarse = group_parameters(model, model.group_matcher(coarse=True), reverse=True)
+    assert max(coarse.values()) <= max(layer_of.values())
+
+
+KEYWORDS = ("pos_embed", "cls_token", "relative_position_bias_table", "token", "time_embed", "alpha", "beta")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_no_weight_decay_names_are_declared_explicitly(name):
+    """Every embedding, token, bias table and mixing ratio, and nothing else: the reference is the keyword
+    rule the base class used before families declared their names."""
+    with torch.device("meta"):
+        model = create_model(name)
+    expected = {n for n, _ in model.named_parameters() if any(k in n for k in KEYWORDS)}
+    assert model.no_weight_decay() == expected
+    assert expected or name.startswith("dualformer")  # DualFormer has no embedding: its positions come from convs
+
+
+PAPER_VARIANTS = [n for n in ALL if get_model_config(n).paper is not None]
+
+
+@pytest.mark.parametrize("name", PAPER_VARIANTS)
+def test_variant_matches_its_paper_reference(name):
+    """Params (with the head size the paper counted, or the backbone alone) and GFLOPs in the paper's own
+    convention, within the tolerance the family documents (PaperReference.tolerance)."""
+    ref = get_model_config(name).paper
+    row = paper_comparison(name)
+    assert row["flop_convention"] == ref.flop_convention
+    if ref.params_m is not None:
+        assert abs(row["params_m"] / ref.params_m - 1) <= ref.tolerance, row
+    assert ref.gflops is not None and abs(row["gflops"] / ref.gflops - 1) <= ref.tolerance, row
+
+
+def test_every_variant_with_paper_numbers_is_checked():
+    assert {"pst_b_dagger", "pst_t_dagger", "deit_s_tps", "dualformer_t", "sct_s", "stat_64", "cst_v2"} <= set(
+        PAPER_VARIANTS
+    )
+    assert all(get_model_config(n).paper.tolerance <= 0.05 for n in PAPER_VARIANTS)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_classes=-1), "num_classes must be an integer >= 0"),
+        (dict(num_classes=2.5), "num_classes must be an integer >= 0"),
+        (dict(num_classes=True), "num_classes must be an integer >= 0"),
+        (dict(num_frames=0), "num_frames must be an integer >= 1"),
+        (dict(img_size=-32), "img_size must be an integer >= 1"),
+        (dict(img_size="64"), "img_size must be an integer >= 1"),
+    ],
+)
+def test_create_model_validates_its_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        create_model("pst_nano", **kwargs)
+
+
+SWEEP_MODELS = NANOS + ["deit_s_tps", "pst_t_dagger", "dualformer_t"]
+
+
+@pytest.mark.parametrize("name", SWEEP_MODELS)
+def test_inputs_a_model_cannot_take_raise_a_value_error(name):
+    """Odd frame counts and sizes on the meta device: every input runs, or is refused with a ValueError that
+    names what works (no RuntimeError from deep inside a layer)."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=3).eval()
+    ran = 0
+    for frames in (1, 3, 7, 16):
+        for size in (8, 33, 48, 112):
+            try:
+                with torch.no_grad():
+                    out = model(torch.empty(1, 3, frames, size, size, device="meta"))
+                assert out.shape == (1, 3)
+                ran += 1
+            except ValueError as err:
+                assert any(w in str(err) for w in ("multiple of", "at least", "divisible")), str(err)
+    assert ran > 0

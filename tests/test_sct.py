@@ -18,7 +18,7 @@ from kinetoscope.layers.lsh_attention import (
     random_rotations,
 )
 from kinetoscope.models.sct import ImageChunkAttention, LinearPooling, ShiftedAttention, ShiftedChunkTransformer
-from kinetoscope.profiling import count_macs, count_params
+from kinetoscope.profiling import count_params
 
 # ----------------------------------------------------------------------------------------- LSH attention
 
@@ -105,9 +105,8 @@ def test_lsh_attention_matrix_grows_linearly_with_tokens():
         return probs.numel()
 
     small, large = attention_entries(1000), attention_entries(4000)
-    assert small == 2 * 4 * 32 * 64 * 32  # heads x hashes x chunks x bucket x (2 x bucket), N padded to 1024
-    assert large == 2 * 4 * 125 * 32 * 64  # 4x the tokens: 4x the entries
-    assert large < 2 * 4000**2 / 10  # dense attention: 2 x 4000^2
+    assert 3.8 < large / small < 4.0  # 4x the tokens: ~4x the entries (1000 is padded to 32 chunks, 4000 to 125)
+    assert large < 2 * 4000**2 / 10  # dense attention: heads x 4000^2 entries
 
 
 def test_lsh_layer_rotations_are_seeded_in_eval_and_fresh_in_training():
@@ -216,7 +215,8 @@ def test_shifted_msa_is_what_mixes_frames_in_the_frame_encoder():
     for shift, changed in [(1, [1, 2]), (0, [1])]:
         model = _tiny(shift_frames=shift)
         with torch.no_grad():
-            diff = (model.forward_frames(x) - model.forward_frames(y)).abs().amax(dim=(0, 2))
+            frames_x, frames_y = model.forward_features(x)[:, :, 0], model.forward_features(y)[:, :, 0]  # frame [CLS]
+            diff = (frames_x - frames_y).abs().amax(dim=(0, 2))
         # with the shift, frame 2's keys come from frame 1 (and, after 4 blocks, further frames follow)
         assert set(torch.nonzero(diff > 1e-6).flatten().tolist()) >= set(changed)
         if shift == 0:
@@ -243,17 +243,11 @@ def test_any_frame_count_and_size_run_and_frames_resample():
 
 
 # ---------------------------------------------------------------------------------- paper's numbers
+# (params and GFLOPs of every variant against Table 3: tests/test_models_common.py)
 
-PAPER = {"sct_s": (18.72, 88.18), "sct_m": (33.48, 162.90), "sct_l": (59.89, 342.58)}
 
-
-@pytest.mark.parametrize("name", PAPER)
-def test_params_and_linear_gmacs_within_5_percent_of_table_3(name):
-    params, gflops = PAPER[name]
+def test_variants_keep_the_papers_structure():
     with torch.device("meta"):
-        model = create_model(name)
-    ours_params = count_params(model) / 1e6
-    _, ours_gmacs = count_macs(model, (1, 3, 24, 224, 224))  # SCT counts linear layers only
-    assert abs(ours_params / params - 1) < 0.05, (ours_params, params)
-    assert abs(ours_gmacs / gflops - 1) < 0.05, (ours_gmacs, gflops)
-    assert model.blocks[3].lsh.attn.bucket_size == 64 and model.blocks[0].chunk_attn.chunk == 7
+        model = create_model("sct_s")
+    assert len(model.blocks) == 4 and len(model.clip_blocks) == 4 and model.blocks[0].chunk_attn.chunk == 7
+    assert model.blocks[3].lsh.attn.bucket_size == 64 and len(model.blocks[0].chunk_attn.blocks) == 4

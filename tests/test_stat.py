@@ -121,9 +121,7 @@ def _gmacs(name: str, frames: int, **kwargs) -> float:
     return count_macs(model, (1, 3, frames, 224, 224))[0]
 
 
-@pytest.mark.parametrize("name, frames, paper", [("stat_16", 16, 59.2), ("stat_32", 32, 120.2), ("stat_64", 64, 241.3)])
-def test_gmacs_per_view_match_the_paper(name, frames, paper):
-    assert abs(_gmacs(name, frames) - paper) / paper < 0.05
+# (GMACs of every variant against the paper: tests/test_models_common.py)
 
 
 def test_component_ablation_moves_as_table_1():
@@ -171,7 +169,9 @@ def test_stat_nano_forward_backward_and_other_inputs():
     with torch.no_grad():
         assert model(torch.randn(1, 3, 7, 40, 48)).shape == (1, 5)  # odd frames, other size: resampled embeddings
         feats = model.forward_features(x)
-    assert feats.shape == (2, 1 + 8, model.num_features)
+    # the last STA block's tokens: 8 token frames, class token + 2x2 patches (64 px / stem stride 8, halved by the
+    # Q pooling of stages 2 and 3)
+    assert feats.shape == (2, 8, 1 + 2 * 2, model.num_features)
 
 
 @pytest.mark.parametrize(

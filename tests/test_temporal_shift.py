@@ -65,3 +65,31 @@ def test_channel_shift_moves_a_quarter_of_each_heads_channels_and_keeps_edges():
 def test_unknown_pattern_is_named():
     with pytest.raises(ValueError, match="unknown shift pattern 'Z'"):
         cell_offsets("Z", (3, 3))
+
+
+def test_temporal_shift_attention_moves_cells_keeps_prefix_and_shifts_back():
+    from kinetoscope.layers import TemporalShiftAttention
+
+    B, T, W, N, C = 2, 5, 3, 9, 8
+    x = torch.randn(B * T * W, 1 + N, C)  # clip-major rows: clips, frames, windows
+    seen = []
+
+    def record(rows, scale):
+        seen.append(rows)
+        return rows * scale
+
+    patch = TemporalShiftAttention(kind="patch", num_heads=2, grid=(3, 3), prefix=1, num_frames=T, windows=W)
+    out = patch(x, 2.0, attn=record)
+    cells = x.view(B, T, W, 1 + N, C)[:, :, :, 1:]
+    expected_in = patch_shift(cells, cell_offsets("C", (3, 3)), time_dim=1, cell_dim=3)
+    torch.testing.assert_close(seen[0].view(B, T, W, 1 + N, C)[:, :, :, 1:], expected_in)
+    torch.testing.assert_close(seen[0].view(B, T, W, 1 + N, C)[:, :, :, 0], x.view(B, T, W, 1 + N, C)[:, :, :, 0])
+    torch.testing.assert_close(out, 2.0 * x)  # shifted back: each token at home, through the attention
+    channel = TemporalShiftAttention(kind="channel", num_heads=2, prefix=1, grid=(3, 3))
+    out = channel(x, 1.0, attn=record, num_frames=T, windows=W)  # the geometry given per call
+    expected = channel_shift(cells, 2, time_dim=1)
+    torch.testing.assert_close(out.view(B, T, W, 1 + N, C)[:, :, :, 1:], expected)  # not moved back (released)
+    with pytest.raises(ValueError, match="whole clips"):
+        patch(x[:-1], 1.0, attn=record)
+    with pytest.raises(ValueError, match="'patch' or 'channel'"):
+        TemporalShiftAttention(kind="bayer", num_heads=2)

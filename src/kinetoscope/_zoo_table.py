@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "9c58f1b81860dbb9"
+FINGERPRINT = "f41d6bd608e4ad53"
 
 ROWS_JSON = r"""
 [
@@ -22,7 +22,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 0.64,
   "views": "1x1",
   "paper_top1": null,
-  "dataset": null
+  "dataset": null,
+  "weights": []
  },
  {
   "name": "cst_v1",
@@ -39,7 +40,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 168.25,
   "views": "1x3",
   "paper_top1": 76.3,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "cst_v2",
@@ -56,7 +58,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 168.25,
   "views": "1x3",
   "paper_top1": 78.7,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "cst_v2_baseline",
@@ -73,7 +76,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 168.25,
   "views": "1x3",
   "paper_top1": 77.8,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "cst_v3",
@@ -90,7 +94,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 179.4,
   "views": "1x3",
   "paper_top1": 78.9,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "deit_s_tps",
@@ -107,7 +112,38 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 67.85,
   "views": "4x3",
   "paper_top1": 75.3,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": [
+   {
+    "dataset": "Kinetics-400",
+    "num_classes": 400,
+    "top1": 75.3,
+    "top1_source": "paper Table 7",
+    "views": "not stated",
+    "url": null,
+    "file": null,
+    "config": null,
+    "repository": "MartinXM/TPS@e913d2a",
+    "pretrain": "IN-1K",
+    "num_frames": 16,
+    "sampling": "uniform:16",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "the release has only a stale compiled DeiT wrapper; no weights",
+    "released": false
+   }
+  ]
  },
  {
   "name": "dualformer_b",
@@ -124,7 +160,125 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 226.51,
   "views": "4x1",
   "paper_top1": 81.1,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": [
+   {
+    "dataset": "Kinetics-400",
+    "num_classes": 400,
+    "top1": 81.1,
+    "top1_source": "README",
+    "views": "4x1",
+    "url": "https://drive.google.com/file/d/1U_hxRWzh92ru2efgpiFH7a0e4LCc_3m8/view?usp=sharing",
+    "file": "dualformer_base_patch244_window877.pth",
+    "config": "configs/recognition/dualformer/dualformer_base_patch244_window877_kinetics400_1k.py",
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": "IN-1K",
+    "num_frames": 32,
+    "sampling": "dense:32x2",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "",
+    "released": true
+   },
+   {
+    "dataset": "Kinetics-600",
+    "num_classes": 600,
+    "top1": 85.2,
+    "top1_source": "README",
+    "views": "4x1",
+    "url": "https://drive.google.com/file/d/1bp-Bl1MVtR9Fj405mLc129dVSK-PEvSy/view?usp=sharing",
+    "file": null,
+    "config": "configs/recognition/dualformer/dualformer_base_patch244_window877_kinetics600_22k.py",
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": "IN-22K",
+    "num_frames": 32,
+    "sampling": "dense:32x2",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "",
+    "released": true
+   },
+   {
+    "dataset": "ImageNet-1K",
+    "num_classes": 1000,
+    "top1": null,
+    "top1_source": "",
+    "views": "1x1",
+    "url": null,
+    "file": null,
+    "config": null,
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": null,
+    "num_frames": 1,
+    "sampling": "",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "image weights the K400 configs start from (inflated by inflate_weights); not published (the README's table links video checkpoints only)",
+    "released": false
+   },
+   {
+    "dataset": "ImageNet-22K",
+    "num_classes": 21841,
+    "top1": null,
+    "top1_source": "",
+    "views": "1x1",
+    "url": null,
+    "file": null,
+    "config": null,
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": null,
+    "num_frames": 1,
+    "sampling": "",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "image weights the K400 configs start from (inflated by inflate_weights); not published (the README's table links video checkpoints only)",
+    "released": false
+   }
+  ]
  },
  {
   "name": "dualformer_nano",
@@ -141,7 +295,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 0.21,
   "views": "2x1",
   "paper_top1": null,
-  "dataset": null
+  "dataset": null,
+  "weights": []
  },
  {
   "name": "dualformer_s",
@@ -158,7 +313,154 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 127.59,
   "views": "4x1",
   "paper_top1": 80.6,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": [
+   {
+    "dataset": "Kinetics-400",
+    "num_classes": 400,
+    "top1": 80.6,
+    "top1_source": "README",
+    "views": "4x1",
+    "url": "https://drive.google.com/file/d/1dNHPnSl39Vbh7Z-KSWYjNV3PGFlWL3TY/view?usp=sharing",
+    "file": "dualformer_small_patch244_window877.pth",
+    "config": "configs/recognition/dualformer/dualformer_small_patch244_window877_kinetics400_1k.py",
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": "IN-1K",
+    "num_frames": 32,
+    "sampling": "dense:32x2",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "",
+    "released": true
+   },
+   {
+    "dataset": "Diving-48",
+    "num_classes": 48,
+    "top1": 81.8,
+    "top1_source": "README",
+    "views": "4x3",
+    "url": "https://drive.google.com/file/d/10KZbIOwBErijejv72AVJrxkngp9TU4sj/view?usp=sharing",
+    "file": null,
+    "config": "configs/recognition/dualformer/dualformer_small_patch244_window877_diving48.py",
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": "Kinetics-400",
+    "num_frames": 32,
+    "sampling": "dense:32x4",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.40784313725490196,
+     0.4588235294117647,
+     0.5019607843137255
+    ],
+    "std": [
+     0.00392156862745098,
+     0.00392156862745098,
+     0.00392156862745098
+    ],
+    "note": "",
+    "released": true
+   },
+   {
+    "dataset": "HMDB-51",
+    "num_classes": 51,
+    "top1": 76.4,
+    "top1_source": "README",
+    "views": "4x3",
+    "url": "https://drive.google.com/file/d/1NS80zjexgQhw6UMH-bbXUsHI0ZlpPvsV/view?usp=sharing",
+    "file": null,
+    "config": "configs/recognition/dualformer/dualformer_small_patch244_window877_hmdb51.py",
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": "Kinetics-400",
+    "num_frames": 32,
+    "sampling": "dense:32x4",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.40784313725490196,
+     0.4588235294117647,
+     0.5019607843137255
+    ],
+    "std": [
+     0.00392156862745098,
+     0.00392156862745098,
+     0.00392156862745098
+    ],
+    "note": "",
+    "released": true
+   },
+   {
+    "dataset": "UCF-101",
+    "num_classes": 101,
+    "top1": 97.5,
+    "top1_source": "README",
+    "views": "4x3",
+    "url": "https://drive.google.com/file/d/1tEv2C51Z4pI2HSbb9fabsv-SIOItykDZ/view?usp=sharing",
+    "file": null,
+    "config": "configs/recognition/dualformer/dualformer_small_patch244_window877_ucf101.py",
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": "Kinetics-400",
+    "num_frames": 32,
+    "sampling": "dense:32x4",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.40784313725490196,
+     0.4588235294117647,
+     0.5019607843137255
+    ],
+    "std": [
+     0.00392156862745098,
+     0.00392156862745098,
+     0.00392156862745098
+    ],
+    "note": "the README row says Small but links the tiny UCF-101 config (16 frames)",
+    "released": true
+   },
+   {
+    "dataset": "ImageNet-1K",
+    "num_classes": 1000,
+    "top1": null,
+    "top1_source": "",
+    "views": "1x1",
+    "url": null,
+    "file": null,
+    "config": null,
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": null,
+    "num_frames": 1,
+    "sampling": "",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "image weights the K400 configs start from (inflated by inflate_weights); not published (the README's table links video checkpoints only)",
+    "released": false
+   }
+  ]
  },
  {
   "name": "dualformer_t",
@@ -175,7 +477,67 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 43.51,
   "views": "4x1",
   "paper_top1": 79.5,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": [
+   {
+    "dataset": "Kinetics-400",
+    "num_classes": 400,
+    "top1": 79.5,
+    "top1_source": "README",
+    "views": "4x1",
+    "url": "https://drive.google.com/file/d/1dvG6vjC7udHTwTaqmOAfn6U3HNs3T-QF/view?usp=sharing",
+    "file": "dualformer_tiny_patch244_window877.pth",
+    "config": "configs/recognition/dualformer/dualformer_tiny_patch244_window877_kinetics400_1k.py",
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": "IN-1K",
+    "num_frames": 32,
+    "sampling": "dense:32x2",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "",
+    "released": true
+   },
+   {
+    "dataset": "ImageNet-1K",
+    "num_classes": 1000,
+    "top1": null,
+    "top1_source": "",
+    "views": "1x1",
+    "url": null,
+    "file": "dualformer_tiny.pth",
+    "config": null,
+    "repository": "sail-sg/dualformer@058c10c",
+    "pretrain": null,
+    "num_frames": 1,
+    "sampling": "",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "image weights the K400 configs start from (inflated by inflate_weights); not published (the README's table links video checkpoints only)",
+    "released": false
+   }
+  ]
  },
  {
   "name": "pst_b",
@@ -192,7 +554,38 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 242.31,
   "views": "4x3",
   "paper_top1": 81.8,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": [
+   {
+    "dataset": "Kinetics-400",
+    "num_classes": 400,
+    "top1": 81.8,
+    "top1_source": "paper Table 4",
+    "views": "4x3",
+    "url": null,
+    "file": null,
+    "config": null,
+    "repository": "MartinXM/TPS@e913d2a",
+    "pretrain": "IN-21K",
+    "num_frames": 32,
+    "sampling": "dense:32x2",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "not published in MartinXM/TPS (configs only); the README points to the ModelScope model damo/cv_pathshift_action-recognition (variant and dataset not stated)",
+    "released": false
+   }
+  ]
  },
  {
   "name": "pst_b_dagger",
@@ -209,7 +602,38 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 242.31,
   "views": "4x3",
   "paper_top1": 82.5,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": [
+   {
+    "dataset": "Kinetics-400",
+    "num_classes": 400,
+    "top1": 82.5,
+    "top1_source": "paper Table 4",
+    "views": "4x3",
+    "url": null,
+    "file": null,
+    "config": null,
+    "repository": "MartinXM/TPS@e913d2a",
+    "pretrain": "IN-21K",
+    "num_frames": 32,
+    "sampling": "dense:32x2",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "not in the release",
+    "released": false
+   }
+  ]
  },
  {
   "name": "pst_nano",
@@ -226,7 +650,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 0.37,
   "views": "2x1",
   "paper_top1": null,
-  "dataset": null
+  "dataset": null,
+  "weights": []
  },
  {
   "name": "pst_t",
@@ -243,7 +668,125 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 69.83,
   "views": "4x3",
   "paper_top1": 78.2,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": [
+   {
+    "dataset": "Kinetics-400",
+    "num_classes": 400,
+    "top1": 78.2,
+    "top1_source": "paper Table 4",
+    "views": "4x3",
+    "url": null,
+    "file": null,
+    "config": "configs/recognition/tps/swin_tiny_2D_patch244_tps_k400_1k.py",
+    "repository": "MartinXM/TPS@e913d2a",
+    "pretrain": "IN-1K",
+    "num_frames": 32,
+    "sampling": "dense:32x2",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "not published in MartinXM/TPS (configs only); the README points to the ModelScope model damo/cv_pathshift_action-recognition (variant and dataset not stated)",
+    "released": false
+   },
+   {
+    "dataset": "Something-Something V2",
+    "num_classes": 174,
+    "top1": 67.3,
+    "top1_source": "paper Table 3",
+    "views": "1x3",
+    "url": null,
+    "file": null,
+    "config": "configs/recognition/tps/swin_tiny_2D_patch244_tps_sthv2_1k.py",
+    "repository": "MartinXM/TPS@e913d2a",
+    "pretrain": "Kinetics-400",
+    "num_frames": 32,
+    "sampling": "uniform:32",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "paper Table 3, K400-pretrained, 3 crops x 1 clip; the table's rows are misaligned in our copy, read as IN-1K 1x1, IN-1K 3x1, K400 1x1, K400 3x1 per model; not published in MartinXM/TPS (configs only); the README points to the ModelScope model damo/cv_pathshift_action-recognition (variant and dataset not stated)",
+    "released": false
+   },
+   {
+    "dataset": "Something-Something V1",
+    "num_classes": 174,
+    "top1": 53.6,
+    "top1_source": "paper Table 3",
+    "views": "1x3",
+    "url": null,
+    "file": null,
+    "config": "configs/recognition/tps/swin_tiny_2D_patch244_tps_sthv1_1k.py",
+    "repository": "MartinXM/TPS@e913d2a",
+    "pretrain": "Kinetics-400",
+    "num_frames": 32,
+    "sampling": "uniform:32",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "paper Table 3, K400-pretrained, 3 crops x 1 clip; the table's rows are misaligned in our copy, read as IN-1K 1x1, IN-1K 3x1, K400 1x1, K400 3x1 per model; not published in MartinXM/TPS (configs only); the README points to the ModelScope model damo/cv_pathshift_action-recognition (variant and dataset not stated)",
+    "released": false
+   },
+   {
+    "dataset": "Diving-48 V2",
+    "num_classes": 48,
+    "top1": 79.2,
+    "top1_source": "paper Table 5",
+    "views": "1x3",
+    "url": null,
+    "file": null,
+    "config": "configs/recognition/tps/swin_tiny_2D_patch244_tps_diving48_1k.py",
+    "repository": "MartinXM/TPS@e913d2a",
+    "pretrain": "IN-1K",
+    "num_frames": 32,
+    "sampling": "uniform:32",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "not published in MartinXM/TPS (configs only); the README points to the ModelScope model damo/cv_pathshift_action-recognition (variant and dataset not stated)",
+    "released": false
+   }
+  ]
  },
  {
   "name": "pst_t_dagger",
@@ -260,7 +803,38 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 69.83,
   "views": "4x3",
   "paper_top1": 78.6,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": [
+   {
+    "dataset": "Kinetics-400",
+    "num_classes": 400,
+    "top1": 78.6,
+    "top1_source": "paper Table 4",
+    "views": "4x3",
+    "url": null,
+    "file": null,
+    "config": null,
+    "repository": "MartinXM/TPS@e913d2a",
+    "pretrain": "IN-1K",
+    "num_frames": 32,
+    "sampling": "dense:32x2",
+    "test_resize": 224,
+    "crop": 224,
+    "interpolation": "bilinear",
+    "mean": [
+     0.485,
+     0.456,
+     0.406
+    ],
+    "std": [
+     0.229,
+     0.224,
+     0.225
+    ],
+    "note": "not in the release",
+    "released": false
+   }
+  ]
  },
  {
   "name": "sct_l",
@@ -277,7 +851,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 344.84,
   "views": "4x3",
   "paper_top1": 83.0,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "sct_m",
@@ -294,7 +869,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 164.58,
   "views": "4x3",
   "paper_top1": 81.3,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "sct_nano",
@@ -311,7 +887,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 0.29,
   "views": "2x1",
   "paper_top1": null,
-  "dataset": null
+  "dataset": null,
+  "weights": []
  },
  {
   "name": "sct_s",
@@ -328,7 +905,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 87.97,
   "views": "4x3",
   "paper_top1": 78.4,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "stat_16",
@@ -345,7 +923,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 56.78,
   "views": "5x1",
   "paper_top1": 78.6,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "stat_32",
@@ -362,7 +941,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 113.56,
   "views": "5x1",
   "paper_top1": 80.4,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "stat_64",
@@ -379,7 +959,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 227.11,
   "views": "3x3",
   "paper_top1": 81.3,
-  "dataset": "Kinetics-400"
+  "dataset": "Kinetics-400",
+  "weights": []
  },
  {
   "name": "stat_nano",
@@ -396,7 +977,8 @@ ROWS_JSON = r"""
   "gmacs_no_attn": 0.16,
   "views": "2x1",
   "paper_top1": null,
-  "dataset": null
+  "dataset": null,
+  "weights": []
  }
 ]
 """

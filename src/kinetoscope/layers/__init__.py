@@ -7,16 +7,22 @@ from .lsh_attention import LSHAttention, lsh_attention
 from .mlp import Mlp
 from .patch_embed import PatchEmbed3d, check_video_input, inflate_conv_weight, pad_to_multiple, to_3tuple
 from .pos_embed import resample_1d, resample_2d
+from .temporal_shift import TemporalShiftAttention
 from .windows import (
-    RelativePositionBias,
+    KEY_MASK_VALUE,
     effective_window,
+    geometry_buffer,
+    key_padding_bias,
     relative_position_index,
     shifted_window_mask,
+    window_coords,
+    window_padding_bias,
     window_partition,
     window_reverse,
 )
 
 __all__ = [
+    "KEY_MASK_VALUE",
     "Attention",
     "CrossAttention",
     "DropPath",
@@ -24,13 +30,15 @@ __all__ = [
     "Mlp",
     "PatchEmbed3d",
     "PreNormBlock",
-    "RelativePositionBias",
+    "TemporalShiftAttention",
     "attention",
     "check_video_input",
     "dense_attention_reference",
     "drop_path_schedule",
     "effective_window",
+    "geometry_buffer",
     "inflate_conv_weight",
+    "key_padding_bias",
     "lsh_attention",
     "pad_to_multiple",
     "relative_position_index",
@@ -38,6 +46,8 @@ __all__ = [
     "resample_2d",
     "shifted_window_mask",
     "to_3tuple",
+    "window_coords",
+    "window_padding_bias",
     "window_partition",
     "window_reverse",
 ]

@@ -1,19 +1,29 @@
-"""3D window partition / reverse, shifted-window masks and relative position bias (Swin, Video Swin).
+"""3D window partition / reverse, shifted-window masks, relative position indices, key-padding bias, and
+the cache that keeps such geometry between forward passes (Swin, Video Swin).
 
 A 2D window is the 3D window ``(1, h, w)``; every helper works on channels-last ``(B, T, H, W, C)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from .patch_embed import to_3tuple
+from .patch_embed import pad_to_multiple, to_3tuple
 
-MASK_VALUE = -100.0  # Swin's value: exp(-100) underflows to 0 in fp32 and never gives an all -inf row
+# Swin's value between the regions of a cyclically shifted window (timm and the released PST use it too,
+# so a static clip still gives timm Swin's numbers): exp(-100) underflows to 0 in fp32.
+SHIFTED_WINDOW_MASK_VALUE = -100.0
+
+# Additive bias of a key that must not be attended to (zero padding, missing neighbour frames). -1e4 is
+# exactly representable in fp16 and bf16 and far from their limits (65504 / 3.4e38), so adding it to a
+# logit never overflows to -inf; exp(-1e4) is 0 in every float type, so a masked key gets no weight
+# whenever one real key is left; and a row whose keys are all masked stays finite (an even average) where
+# -inf would give NaN. Swin's -100 is too weak for trained logits of that size.
+KEY_MASK_VALUE = -1e4
 
 
 def effective_window(
@@ -58,7 +68,7 @@ def shifted_window_mask(
     """Additive mask ``(nW, N, N)`` for attention on a cyclically rolled map (Swin Eq. 4 and Fig. 4).
 
     Tokens that were neighbours before the roll share a region label; pairs with different labels
-    get ``MASK_VALUE``. ``size`` is the (padded) map size, divisible by the window.
+    get ``SHIFTED_WINDOW_MASK_VALUE``. ``size`` is the (padded) map size, divisible by the window.
     """
     T, H, W = size
     img = torch.zeros(1, T, H, W, 1, device=device)
@@ -73,53 +83,65 @@ def shifted_window_mask(
                 label += 1
     regions = window_partition(img, window).squeeze(-1)  # (nW, N)
     mask = regions.unsqueeze(1) - regions.unsqueeze(2)  # (nW, N, N)
-    return mask.masked_fill(mask != 0, MASK_VALUE).masked_fill(mask == 0, 0.0)
+    return mask.masked_fill(mask != 0, SHIFTED_WINDOW_MASK_VALUE).masked_fill(mask == 0, 0.0)
 
 
-def relative_position_index(window: Sequence[int]) -> Tensor:
-    """``(N, N)`` index into a ``(2wt-1)(2wh-1)(2ww-1)`` bias table; the 2D case equals timm's Swin."""
-    wt, wh, ww = window
-    coords = torch.stack(torch.meshgrid(torch.arange(wt), torch.arange(wh), torch.arange(ww), indexing="ij")).flatten(
-        1
-    )  # (3, N)
-    rel = coords[:, :, None] - coords[:, None, :]  # (3, N, N)
-    rel = rel.permute(1, 2, 0) + torch.tensor([wt - 1, wh - 1, ww - 1])
-    return rel[..., 0] * (2 * wh - 1) * (2 * ww - 1) + rel[..., 1] * (2 * ww - 1) + rel[..., 2]
+def window_coords(window: Sequence[int]) -> Tensor:
+    """``(N, 3)`` integer coordinates ``(t, h, w)`` of a window's cells, in window-partition order."""
+    grids = torch.meshgrid(*(torch.arange(n) for n in to_3tuple(window)), indexing="ij")
+    return torch.stack(grids, dim=-1).reshape(-1, 3)
 
 
-class RelativePositionBias(nn.Module):
-    """Learned bias table over relative offsets inside a window; ``forward() -> (heads, N, N)``.
+def relative_position_index(table: Sequence[int], query: Tensor | None = None, key: Tensor | None = None) -> Tensor:
+    """Index ``(..., Nq, Nk)`` into a ``(2T-1)(2H-1)(2W-1)``-row bias table for the offsets ``query - key``.
 
-    ``relative_position_bias_table`` has ``(2wt-1)(2wh-1)(2ww-1)`` rows, the name timm and Video Swin
-    use, so checkpoints load as they are.
+    ``table = (T, H, W)`` is the window the table is sized for. ``query`` / ``key`` are ``(..., N, 3)``
+    integer ``(t, h, w)`` coordinates (default: the cells of ``table`` in partition order, which gives
+    Swin's index, timm's for ``T = 1``); offsets beyond the table are clamped to its edge.
     """
+    T, H, W = to_3tuple(table)
+    query = window_coords(table) if query is None else query
+    key = query if key is None else key
+    rel = query[..., :, None, :] - key[..., None, :, :]  # (..., Nq, Nk, 3) query minus key
+    dt = rel[..., 0].clamp(-(T - 1), T - 1)
+    dh = rel[..., 1].clamp(-(H - 1), H - 1)
+    dw = rel[..., 2].clamp(-(W - 1), W - 1)
+    return (dt + T - 1) * (2 * H - 1) * (2 * W - 1) + (dh + H - 1) * (2 * W - 1) + dw + W - 1
 
-    def __init__(self, window: Sequence[int], num_heads: int) -> None:
-        super().__init__()
-        self.window = to_3tuple(window)
-        wt, wh, ww = self.window
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * wt - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
-        )
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self.register_buffer("relative_position_index", relative_position_index(self.window), persistent=False)
 
-    def forward(self, window: Sequence[int] | None = None) -> Tensor:
-        """Bias for ``window`` (default: the full window). A smaller window, used when the feature map
-        is smaller than the window, reads the same table with its own offsets."""
-        index = self.relative_position_index
-        if window is not None and tuple(window) != self.window:
-            index = self._index_for(tuple(window))
-        N = index.shape[0]
-        bias = self.relative_position_bias_table[index.reshape(-1)].reshape(N, N, -1)
-        return bias.permute(2, 0, 1).contiguous()  # (heads, N, N)
+def key_padding_bias(valid: Tensor) -> Tensor:
+    """Additive attention bias of the same shape as the boolean ``valid``: 0 for real keys,
+    ``KEY_MASK_VALUE`` for keys that must not be attended to."""
+    return torch.zeros(valid.shape, device=valid.device).masked_fill(~valid, KEY_MASK_VALUE)
 
-    def _index_for(self, window: tuple[int, int, int]) -> Tensor:
-        wt, wh, ww = self.window
-        coords = torch.stack(torch.meshgrid(*(torch.arange(n) for n in window), indexing="ij"), dim=0).flatten(
-            1
-        )  # (3, N)
-        rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
-        rel = rel + torch.tensor([wt - 1, wh - 1, ww - 1])
-        index = rel[..., 0] * (2 * wh - 1) * (2 * ww - 1) + rel[..., 1] * (2 * ww - 1) + rel[..., 2]
-        return index.to(self.relative_position_bias_table.device)
+
+def window_padding_bias(size: Sequence[int], window: Sequence[int]) -> Tensor | None:
+    """Key bias ``(nW, 1, 1, N)`` that hides the zero padding of a ``size = (T, H, W)`` map padded to
+    window multiples (``None`` when nothing is padded). Windows are in ``window_partition`` order."""
+    real = torch.ones(1, *size, 1)
+    padded = pad_to_multiple(real, window, dims=(1, 2, 3))
+    if padded.shape == real.shape:
+        return None
+    keys = window_partition(padded, window)[..., 0] > 0  # (nW, N)
+    return key_padding_bias(keys)[:, None, None, :]
+
+
+def geometry_buffer(module: nn.Module, name: str, build: Callable[[], Tensor | None], device: torch.device):
+    """Geometry (an index, a mask) a module needs for one input shape, built once by ``build()`` and kept
+    as a non-persistent buffer ``name`` (so it moves with ``.to()`` and stays out of checkpoints).
+
+    ``name`` encodes the geometry (e.g. ``"rel_index_8x1x7x7"``). Nothing is kept on the ``meta``
+    device: a model built there (to count FLOPs, or to be materialised with ``to_empty``) never holds
+    uninitialised geometry; it is rebuilt at its first real forward. ``build`` runs on the CPU and
+    outside inference mode (a buffer first made under ``torch.inference_mode()`` can still be used in
+    training); its result is moved to ``device``.
+    """
+    if name in module._buffers:
+        buf = module._buffers[name]
+        return buf if buf is None or buf.device == device else buf.to(device)
+    with torch.inference_mode(False), torch.device("cpu"):  # built on the CPU, whatever the default device
+        buf = build()
+        buf = buf.to(device) if buf is not None else None
+    if torch.device(device).type != "meta":
+        module.register_buffer(name, buf, persistent=False)
+    return buf

@@ -10,13 +10,14 @@ from . import (
 )
 from ._base import VideoModel
 from ._config import ModelConfig, PaperReference, ReleasedWeights
-from ._registry import create_model, get_model_config, list_models, register_model
+from ._registry import Variant, create_model, get_model_config, list_models, register_model, register_variants
 from ._weights import convert_checkpoint, identify_checkpoint, load_checkpoint, load_pretrained_2d, read_state_dict
 
 __all__ = [
     "ModelConfig",
     "PaperReference",
     "ReleasedWeights",
+    "Variant",
     "VideoModel",
     "convert_checkpoint",
     "create_model",
@@ -27,4 +28,5 @@ __all__ = [
     "load_pretrained_2d",
     "read_state_dict",
     "register_model",
+    "register_variants",
 ]

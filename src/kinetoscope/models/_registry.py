@@ -1,9 +1,12 @@
-"""The model registry: ``register_model`` (raises on duplicate names), ``create_model``, ``list_models``."""
+"""The model registry: ``register_model`` (raises on duplicate names), ``register_variants`` (a family's
+variant table), ``create_model``, ``list_models``."""
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -27,6 +30,22 @@ def register_model(cfg: ModelConfig) -> Callable[[Callable[..., nn.Module]], Cal
     return wrap
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One row of a family's variant table: the registered config (name, input, the paper's numbers) and
+    the constructor arguments of the family's model class (dims, depths, heads, ...)."""
+
+    config: ModelConfig
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+def register_variants(model_cls: Callable[..., nn.Module], variants: Iterable[Variant]) -> None:
+    """Register every row of a variant table: ``create_model(name, **kwargs)`` builds
+    ``model_cls(**row.args, **kwargs)`` (the caller's arguments win)."""
+    for row in variants:
+        register_model(row.config)(functools.partial(model_cls, **row.args))
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Registered names matching a shell-style ``pattern``, sorted."""
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
@@ -42,6 +61,11 @@ def _check_name(name: str) -> None:
         close = fnmatch.filter(_MODELS, f"*{name.split('_')[0]}*")
         hint = f"; similar: {', '.join(sorted(close)[:8])}" if close else ""
         raise ValueError(f"unknown model {name!r}{hint}. `kinetoscope models` lists all of them")
+
+
+def _check_count(name: str, value: Any, minimum: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}{hint}, got {value!r}")
 
 
 def create_model(
@@ -63,6 +87,11 @@ def create_model(
         kwargs: the family's constructor arguments (ablation switches, drop_path_rate, ...).
     """
     _check_name(name)
+    _check_count("num_classes", num_classes, 0, " (0 returns pooled features)")
+    if num_frames is not None:
+        _check_count("num_frames", num_frames, 1)
+    if img_size is not None:
+        _check_count("img_size", img_size, 1)
     cfg = _CONFIGS[name]
     model = _MODELS[name](
         num_classes=num_classes,
@@ -70,7 +99,7 @@ def create_model(
         img_size=img_size or cfg.img_size,
         **kwargs,
     )
-    model.default_cfg = cfg
+    model.variant = name
     if pretrained:
         from ._weights import load_checkpoint
 

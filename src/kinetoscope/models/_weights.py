@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .._files import atomic_write, check_output_file
 from ..layers.patch_embed import inflate_conv_weight
+from ._base import VideoModel
 
 log = logging.getLogger(__name__)
 
@@ -162,11 +163,11 @@ def load_checkpoint(model: nn.Module, source: str | Path | Mapping[str, Tensor],
 
 
 def load_pretrained_2d(
-    model: nn.Module, state_dict_or_path: str | Path | Mapping[str, Tensor], source: str = "timm"
+    model: VideoModel, state_dict_or_path: str | Path | Mapping[str, Tensor], source: str = "timm"
 ) -> dict[str, list[str]]:
     """Inflate a 2D image checkpoint (timm names) into a video model.
 
-    Generic rules, applied after the family's own key mapping (``model.convert_2d_state_dict``):
+    Generic rules, applied after the family's own key mapping (``VideoModel.convert_2d_state_dict``):
 
     * 4D conv kernels that meet a 5D model kernel are repeated over time and divided by its length,
       so a clip of identical frames gives the image's response;
@@ -178,12 +179,8 @@ def load_pretrained_2d(
     """
     if source not in ("timm",):
         raise ValueError(f"unknown 2D checkpoint source {source!r}; supported: 'timm'")
-    sd = read_state_dict(state_dict_or_path)
-    convert = getattr(model, "convert_2d_state_dict", None)
-    if convert is not None:
-        sd = convert(sd)
+    sd = model.convert_2d_state_dict(read_state_dict(state_dict_or_path))
     own = model.state_dict()
-    resize = getattr(model, "resize_2d_tensor", None)
     mapped: dict[str, Tensor] = {}
     unexpected: list[str] = []
     for k, v in sd.items():
@@ -197,7 +194,7 @@ def load_pretrained_2d(
             mapped[k] = inflate_conv_weight(v, target.shape[2])
         elif k.startswith("head.") or k.startswith("fc."):
             log.info("dropping classifier %s: %s vs %s", k, tuple(v.shape), tuple(target.shape))
-        elif resize is not None and (r := resize(k, v, target)) is not None:
+        elif (r := model.resize_2d_tensor(k, v, target)) is not None:
             mapped[k] = r
         else:
             raise ValueError(f"cannot map {k}: checkpoint {tuple(v.shape)} vs model {tuple(target.shape)}")
@@ -351,8 +348,7 @@ def _rows(weight: Tensor | None) -> int | None:
 
 
 def _model_name(model: nn.Module) -> str:
-    cfg = getattr(model, "default_cfg", None)
-    return cfg.name if cfg is not None else type(model).__name__
+    return getattr(model, "variant", None) or type(model).__name__
 
 
 def _looks_like(found: Recognised) -> str:

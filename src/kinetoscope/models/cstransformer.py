@@ -34,9 +34,10 @@ Choices where the paper is silent (no official code exists):
   it; ``"mixed"`` passes ``A_i + alpha_i * A_{i-1}`` so the mixing accumulates over the stack
   (RealFormer-style residual attention; the unofficial port does this).
 * FAM sums the outputs of *all* blocks, STBs and TTBs (Fig. 1b, 3). STB outputs ``(B*T, 1+P, C)`` and
-  TTB outputs ``(B*(1+P), T, C)`` hold the same tokens. Only the class tokens of ``Y`` reach the head
-  and LayerNorm acts per token, so FAM is evaluated at the class tokens alone: exactly Eq. 9 there,
-  with a running ``(B, T, C)`` sum instead of a full-size copy of every block's output.
+  TTB outputs ``(B*(1+P), T, C)`` hold the same tokens, summed as ``(B, T, 1+P, C)``; ``Y`` is the
+  model's feature map (``forward_features``), of which the head reads the class tokens. A running sum
+  keeps one extra full-size tensor (not a copy of every block's output); each block's ``LN_i`` input
+  is kept for the backward pass (about 5 % more activation memory than FAM at the class tokens alone).
   ``beta_i`` is a scalar per block, initialised to 1; each ``LN_i`` is an ordinary LayerNorm (weight 1, bias 0;
   ``fam_norm_init=0`` starts FAM at ``Y = V_L`` instead). Note that ``LN(beta * V) = sign(beta) LN(V)``
   up to LN's epsilon: Eq. 9 is implemented literally, so ``beta`` barely acts; the learned LN weight
@@ -61,10 +62,12 @@ Counted here (meta device, 8x224): V1 2 x 173.2, V2 2 x 174.1, V3 2 x 185.3 GMAC
 370.5 / 415.1 vs 359.9 / 400.7 (+2.9 %, +3.6 %). Params are not reported; ours: V1/V2 107.4 M, V3 114.5 M
 with a 400-class head. CSSA needs the logits, so every block that passes them on runs the explicit
 (non-fused) attention; the last block of each stack and the baseline use the fused SDPA kernel.
+GFLOPs are held to the paper's within 5 % (our FLOP convention reading, 2 x MAC, fits within 2.5 %).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -73,17 +76,16 @@ from torch import Tensor, nn
 
 from ..layers import (
     Attention,
-    DropPath,
-    Mlp,
     PatchEmbed3d,
+    PreNormBlock,
     check_video_input,
     drop_path_schedule,
     resample_1d,
     resample_2d,
 )
-from ._base import VideoModel, init_weights_trunc_normal
+from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal
 from ._config import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, PaperReference
-from ._registry import register_model
+from ._registry import Variant, register_variants
 
 AlphaMode = Literal["scalar", "head"]
 LogitsMode = Literal["raw", "mixed"]
@@ -91,7 +93,29 @@ LogitsMode = Literal["raw", "mixed"]
 CITATION = "Cross-Stage Transformer for Video Learning, ICLR 2022 submission (OpenReview, anonymous)"
 
 
-class CrossStageBlock(nn.Module):
+class CrossStageAttention(Attention):
+    """MHSA that adds a bias (``alpha_i * A_{i-1}``, Eq. 8) inside the softmax and returns the logits the next
+    block mixes in: ``forward(x, bias) -> (out, logits)``, ``logits`` ``None`` when ``pass_logits`` is off
+    (then the fused SDPA path runs). ``cssa_logits="mixed"`` passes ``A_i + bias`` instead of ``A_i``."""
+
+    def __init__(
+        self, dim: int, num_heads: int, *, pass_logits: bool = False, cssa_logits: LogitsMode = "raw", **kwargs
+    ) -> None:
+        super().__init__(dim, num_heads, **kwargs)
+        if cssa_logits not in ("raw", "mixed"):
+            raise ValueError(f"cssa_logits must be 'raw' or 'mixed', got {cssa_logits!r}")
+        self.pass_logits, self.cssa_logits = pass_logits, cssa_logits
+
+    def forward(self, x: Tensor, bias: Tensor | None = None) -> tuple[Tensor, Tensor | None]:  # type: ignore[override]
+        if not self.pass_logits:
+            return super().forward(x, attn_bias=bias), None
+        out, logits = super().forward(x, attn_bias=bias, return_logits=True)  # logits A_i exclude the bias
+        if self.cssa_logits == "mixed" and bias is not None:
+            logits = logits + bias
+        return out, logits
+
+
+class CrossStageBlock(PreNormBlock):
     """Pre-norm ViT block whose attention can mix in the previous block's logits (CSSA, Eq. 5, 6, 8).
 
     ``forward(x, prev) -> (x, logits)``: ``x`` is ``(rows, N, C)`` (frames for an STB, positions for
@@ -99,10 +123,13 @@ class CrossStageBlock(nn.Module):
     ``logits`` is what the next block mixes in (``None`` when ``pass_logits`` is off).
     """
 
+    no_weight_decay_names = ("alpha",)
+
     def __init__(
         self,
         dim: int,
         num_heads: int,
+        *,
         mlp_ratio: float = 4.0,
         qkv_bias: bool = True,
         drop: float = 0.0,
@@ -114,41 +141,31 @@ class CrossStageBlock(nn.Module):
         alpha_init: float = 0.0,
         cssa_logits: LogitsMode = "raw",
     ) -> None:
-        super().__init__()
         if alpha_mode not in ("scalar", "head"):
             raise ValueError(f"alpha_mode must be 'scalar' or 'head', got {alpha_mode!r}")
-        if cssa_logits not in ("raw", "mixed"):
-            raise ValueError(f"cssa_logits must be 'raw' or 'mixed', got {cssa_logits!r}")
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        attn = CrossStageAttention(
+            dim, num_heads, pass_logits=pass_logits, cssa_logits=cssa_logits, qkv_bias=qkv_bias, attn_drop=attn_drop,
+            proj_drop=drop,
+        )  # fmt: skip
+        super().__init__(
+            dim, attn, mlp_ratio=mlp_ratio, norm_layer=partial(nn.LayerNorm, eps=1e-6), proj_drop=drop,
+            drop_path=drop_path,
+        )  # fmt: skip
         shape = (num_heads, 1, 1) if alpha_mode == "head" else (1,)
         # alpha_i of Eq. 8; absent where the block has no previous logits to mix in
         self.alpha = nn.Parameter(torch.full(shape, float(alpha_init))) if cross_stage else None
-        self.pass_logits = pass_logits
-        self.cssa_logits = cssa_logits
 
-    def forward(self, x: Tensor, prev: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, prev: Tensor | None = None) -> tuple[Tensor, Tensor | None]:  # type: ignore[override]
         bias = None
         if self.alpha is not None and prev is not None:
             bias = self.alpha.to(prev.dtype) * prev  # alpha_i * A_{i-1}: (rows, heads, N, N)
-        y = self.norm1(x)
-        if self.pass_logits:
-            y, logits = self.attn(y, attn_bias=bias, return_logits=True)  # logits A_i exclude the bias
-            if self.cssa_logits == "mixed" and bias is not None:
-                logits = logits + bias
-        else:
-            y, logits = self.attn(y, attn_bias=bias), None  # fused SDPA path
-        x = x + self.drop_path1(y)
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
-        return x, logits
+        return super().forward(x, bias)
 
 
 class FeatureAggregation(nn.Module):
     """FAM, Eq. 9: ``Y = sum_{i=1}^{L-1} LN_i(beta_i * V_i) + V_L``, accumulated block by block."""
+
+    no_weight_decay_names = ("beta",)
 
     def __init__(self, dim: int, num_blocks: int, norm_init: float = 1.0) -> None:
         super().__init__()
@@ -180,6 +197,10 @@ class CSTransformer(VideoModel):
         spatial_pos_embed / temporal_pos_embed: Table 1b ablation (drop ``P_s`` / ``P_t``).
         fam_norm_init: initial weight of the FAM LayerNorms (1 = standard; 0 = start at ``Y = V_L``).
     """
+
+    no_weight_decay_names = ("cls_token", "pos_embed", "time_embed")
+    global_pool = "cls"  # average of the frames' class tokens (module docstring)
+    intermediate_norm = "all"
 
     def __init__(
         self,
@@ -213,7 +234,6 @@ class CSTransformer(VideoModel):
             raise ValueError(f"need spatial_depth >= 1 and temporal_depth >= 0, got {spatial_depth}, {temporal_depth}")
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of the patch size {patch_size}")
-        self.num_classes = num_classes
         self.in_chans = in_chans
         self.num_frames = num_frames
         self.patch_size = patch_size
@@ -231,29 +251,19 @@ class CSTransformer(VideoModel):
         def stack(depth: int, ratio: float, rates: list[float]) -> nn.ModuleList:
             return nn.ModuleList(
                 CrossStageBlock(
-                    embed_dim,
-                    num_heads,
-                    ratio,
-                    qkv_bias,
-                    drop_rate,
-                    attn_drop_rate,
-                    rates[i],
-                    cross_stage=cross_stage and i > 0,
-                    pass_logits=cross_stage and i < depth - 1,
-                    alpha_mode=alpha_mode,
-                    alpha_init=alpha_init,
-                    cssa_logits=cssa_logits,
+                    embed_dim, num_heads, mlp_ratio=ratio, qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate,
+                    drop_path=rates[i], cross_stage=cross_stage and i > 0, pass_logits=cross_stage and i < depth - 1,
+                    alpha_mode=alpha_mode, alpha_init=alpha_init, cssa_logits=cssa_logits,
                 )
                 for i in range(depth)
-            )
+            )  # fmt: skip
 
         self.spatial_blocks = stack(spatial_depth, mlp_ratio, dpr[:spatial_depth])
         self.temporal_blocks = stack(temporal_depth, temporal_mlp_ratio, dpr[spatial_depth:])
+        self.num_intermediates = spatial_depth + temporal_depth
         self.fam = FeatureAggregation(embed_dim, spatial_depth + temporal_depth, fam_norm_init) if aggregate else None
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)  # the head's LN
-        self.num_features = embed_dim
-        self.head_drop = nn.Dropout(head_drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(embed_dim, num_classes, head_drop_rate)
 
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
@@ -262,8 +272,8 @@ class CSTransformer(VideoModel):
             self.fam.reset_norms()
 
     # ------------------------------------------------------------------------------------- embedding
-    def embed(self, x: Tensor) -> tuple[Tensor, int]:
-        """Eq. 1-4: ``(B, 3, T, H, W) -> V_0 (B*T, 1+P, C)`` and ``T``."""
+    def embed(self, x: Tensor) -> tuple[Tensor, int, tuple[int, int]]:
+        """Eq. 1-4: ``(B, 3, T, H, W) -> V_0 (B*T, 1+P, C)``, ``T`` and the patch grid."""
         check_video_input(x, self.in_chans, type(self).__name__)
         T = x.shape[2]
         x = self.patch_embed(x)  # (B, C, T, H/16, W/16); raises if H, W do not divide by 16
@@ -278,105 +288,75 @@ class CSTransformer(VideoModel):
             x = x + time[:, :, None]  # Eq. 3: + P_t, patches only
         x = rearrange(x, "b t p c -> (b t) p c")
         x = torch.cat([cls.expand(x.shape[0], -1, -1), x], dim=1)  # Eq. 4: (B*T, 1+P, C)
-        return self.pos_drop(x), T
+        return self.pos_drop(x), T, grid
 
-    # --------------------------------------------------------------------------------------- stacks
-    def _run_stack(self, blocks: nn.ModuleList, x: Tensor, y: Tensor | None, start: int, B: int, spatial: bool):
-        """Run one stack with CSSA; add each block's FAM term (at the class tokens) into ``y (B, T, C)``."""
-        prev = None  # A_0 = 0: the first block of a kind attends plainly
-        last = len(self.spatial_blocks) + len(self.temporal_blocks) - 1
-        for j, blk in enumerate(blocks):
-            x, prev = self.checkpointed(blk, x, prev)
-            if self.fam is not None and start + j < last:
-                term = self.fam.term(start + j, self._class_tokens(x, B, spatial))
-                y = term if y is None else y + term
-        return x, y
-
-    @staticmethod
-    def _class_tokens(x: Tensor, B: int, spatial: bool) -> Tensor:
-        """``(B*T, N, C)`` (STB layout) or ``(B*N, T, C)`` (TTB layout) -> class tokens ``(B, T, C)``."""
-        if spatial:
-            return rearrange(x[:, 0], "(b t) c -> b t c", b=B)
-        return rearrange(x, "(b n) t c -> b n t c", b=B)[:, 0]
-
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, T, H, W) -> (B, T, C)``: the head-normalised class token of every frame of ``Y``."""
+    # ---------------------------------------------------------------------------------------- blocks
+    def forward_stages(self, x: Tensor, taps: FeatureTaps | None = None) -> Tensor | None:
+        """STBs then TTBs with CSSA, FAM accumulated block by block; the features are ``Y (B, T, 1+P, C)``
+        (Eq. 9) after the head's LayerNorm. Block ``i``'s grid is its output ``V_i`` at the patches."""
         B = x.shape[0]
-        x, _ = self.embed(x)  # (B*T, N, C), N = 1 + P
-        x, y = self._run_stack(self.spatial_blocks, x, None, 0, B, True)  # STBs: attention within a frame
-        spatial = not len(self.temporal_blocks)
-        if not spatial:
-            x = rearrange(x, "(b t) n c -> (b n) t c", b=B)
-            x, y = self._run_stack(self.temporal_blocks, x, y, len(self.spatial_blocks), B, False)  # TTBs
-        cls = self._class_tokens(x, B, spatial)  # V_L at the class tokens
-        return self.norm(cls if y is None else cls + y)  # Eq. 9: Y = sum LN_i(beta_i V_i) + V_L
+        x, T, grid = self.embed(x)  # (B*T, N, C), N = 1 + P
+        n_spatial, last = len(self.spatial_blocks), self.num_intermediates - 1
+        y = prev = None
+        for i, blk in enumerate([*self.spatial_blocks, *self.temporal_blocks]):
+            if i == n_spatial:  # STBs attend within a frame, TTBs along time at each position
+                x, prev = rearrange(x, "(b t) n c -> (b n) t c", b=B), None  # new shape: plain attention
+            x, prev = self.checkpointed(blk, x, prev)
+            rows = "(b t) n c" if i < n_spatial else "(b n) t c"
+            tokens = self.tap(taps, i, rearrange(x, f"{rows} -> b t n c", b=B), "b t (h w) c", prefix=1, h=grid[0])
+            if tokens is None:
+                return None
+            x = rearrange(tokens, f"b t n c -> {rows}")  # a view of x itself unless the stage was tapped
+            if self.fam is not None and i < last:
+                term = self.fam.term(i, tokens)  # LN_i(beta_i V_i), V_i as (B, T, N, C)
+                y = term if y is None else y + term
+        return self.norm(tokens if y is None else tokens + y)  # Eq. 9: Y = sum LN_i(beta_i V_i) + V_L
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_drop(x.mean(dim=1))  # average the frames' class tokens
-        return x if pre_logits else self.head(x)
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^cls_token|pos_embed|time_embed|patch_embed",
+            spatial=[(r"^spatial_blocks\.(\d+)", None)],
+            temporal=[(r"^temporal_blocks\.(\d+)", None), (r"^fam|^norm", (99999,))],
+        )
 
     # ---------------------------------------------------------------------------------- 2D weights
-    def convert_2d_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    def convert_2d_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         """timm ViT names -> ours: ``blocks.i`` -> ``spatial_blocks.i``, ``head.fc`` -> ``head``."""
-        out = {}
-        for k, v in sd.items():
-            if k.startswith("blocks."):
-                k = "spatial_" + k
-            elif k.startswith("head.fc."):
-                k = k.replace("head.fc.", "head.")
-            out[k] = v
-        return out
+        renamed = {("spatial_" + k if k.startswith("blocks.") else k): v for k, v in state_dict.items()}
+        return super().convert_2d_state_dict(renamed)
 
-    def resize_2d_tensor(self, key: str, v: Tensor, target: Tensor) -> Tensor | None:
-        if key == "pos_embed" and v.dim() == 3:
-            n = int(round((v.shape[1] - 1) ** 0.5))
-            return torch.cat([v[:, :1], resample_2d(v[:, 1:], (n, n), self.grid)], dim=1)
+    def resize_2d_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        if key == "pos_embed" and value.dim() == 3:
+            return resample_2d(value, None, self.grid, num_prefix_tokens=1)  # the image grid -> ours
         return None
 
 
 # ------------------------------------------------------------------------------------------ variants
-def _variant(spatial_depth: int, temporal_depth: int, embed_dim: int = 768, num_heads: int = 12, **defaults):
-    def build(num_classes: int, num_frames: int, img_size: int, **kwargs) -> CSTransformer:
-        args = dict(
-            embed_dim=embed_dim, spatial_depth=spatial_depth, temporal_depth=temporal_depth, num_heads=num_heads
-        )
-        args.update(defaults)
-        args.update(kwargs)
-        return CSTransformer(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **args)
+def _k400(name: str, *, gflops: float, top1: float, note: str = "") -> ModelConfig:
+    """A Table 5 variant: 8 frames (stride 32) at 224, 1 clip x 3 crops (Sec. 4.2), ViT-B (IN-21K) normalisation;
+    params not reported, GFLOPs (2 x MAC) held to 5 %."""
+    return ModelConfig(
+        name=name, num_frames=8, img_size=224, mean=INCEPTION_MEAN, std=INCEPTION_STD, test_views="1x3",
+        sampling="dense:8x32", min_input=(2, 32),
+        paper=PaperReference(
+            params_m=None, gflops=gflops, flop_convention="flop", views="1x3", top1=top1, dataset="Kinetics-400",
+            pretrain="IN-21K", citation=CITATION, note=note, tolerance=0.05,
+        ),
+    )  # fmt: skip
 
-    return build
 
+_BASELINE = "Baseline-V2 (Table 2b): V2 without CSSA and FAM; GFLOPs are V2's"
 
-_K400 = dict(flop_convention="flop", views="1x3", dataset="Kinetics-400", pretrain="IN-21K", citation=CITATION)
-# ViT-B (IN-21K) normalisation; 8 frames with stride 32, 1 clip x 3 crops (paper Sec. 4.2)
-_CST = dict(
-    num_frames=8,
-    img_size=224,
-    mean=INCEPTION_MEAN,
-    std=INCEPTION_STD,
-    test_views="1x3",
-    sampling="dense:8x32",
-    min_input=(2, 32),
-)
-
-for _name, _depths, _defaults, _ref in [
-    ("cst_v1", (10, 10), {}, PaperReference(None, 345.2, top1=76.3, **_K400)),
-    ("cst_v2", (12, 6), {}, PaperReference(None, 339.6, top1=78.7, **_K400)),
-    ("cst_v3", (12, 8), {}, PaperReference(None, 365.6, top1=78.9, **_K400)),
-    ("cst_v2_baseline", (12, 6), {"cross_stage": False, "aggregate": False}, PaperReference(
-        None, 339.6, top1=77.8, note="Baseline-V2 (Table 2b): V2 without CSSA and FAM; GFLOPs are V2's", **_K400)),
-]:  # fmt: skip
-    register_model(ModelConfig(name=_name, paper=_ref, **_CST))(_variant(*_depths, **_defaults))
-
-register_model(
-    ModelConfig(
-        name="cst_nano",
-        num_frames=16,
-        img_size=64,
-        mean=INCEPTION_MEAN,
-        std=INCEPTION_STD,
-        sampling="dense:16x4",
-        min_input=(2, 32),
-        paper=None,
-    )
-)(_variant(4, 2, embed_dim=192, num_heads=3, drop_path_rate=0.0))
+register_variants(
+    CSTransformer,
+    [
+        Variant(_k400("cst_v1", gflops=345.2, top1=76.3), dict(spatial_depth=10, temporal_depth=10)),
+        Variant(_k400("cst_v2", gflops=339.6, top1=78.7), dict(spatial_depth=12, temporal_depth=6)),
+        Variant(_k400("cst_v3", gflops=365.6, top1=78.9), dict(spatial_depth=12, temporal_depth=8)),
+        Variant(_k400("cst_v2_baseline", gflops=339.6, top1=77.8, note=_BASELINE),
+                dict(spatial_depth=12, temporal_depth=6, cross_stage=False, aggregate=False)),
+        Variant(ModelConfig(name="cst_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
+                            sampling="dense:16x4", min_input=(2, 32)),
+                dict(spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3, drop_path_rate=0.0)),
+    ],
+)  # fmt: skip

@@ -26,9 +26,11 @@ places, and we follow the code:
 Choices where neither says:
 
 * Inputs the windows do not divide: the map is zero-padded to window multiples and padded keys are
-  masked out of LW-MSA, so any frame count and crop works (windows larger than the map shrink to it,
-  as in Swin). Prior kernels are ``floor(resolution / prior grid)`` (at least 1); the remainder the
-  stride does not cover is left out of the pooling, as the released code does at its sizes.
+  masked out of LW-MSA (windows larger than the map shrink to it, as in Swin). Prior kernels are
+  ``floor(resolution / prior grid)`` of the built size (at least 1); the remainder the stride does not
+  cover is left out of the pooling, as the released code does at its sizes. A larger input gives more
+  priors; an input whose maps are smaller than a prior kernel is refused with a ``ValueError`` that
+  names the smallest clip the built model takes.
 * Ablations as arguments: ``block_kinds`` per stage (``"LG"`` default, ``"LL"``, ``"GG"``; Table 4),
   ``pyramid`` scales (``("fine", "coarse")``; Table 6), ``downsample`` (``"dwconv"`` as released,
   ``"conv"`` a dense conv, ``"avgpool"`` parameter-free; Table 7), ``peg``, ``window``, and
@@ -53,15 +55,17 @@ from ..layers import (
     PreNormBlock,
     check_video_input,
     drop_path_schedule,
+    geometry_buffer,
     inflate_conv_weight,
     pad_to_multiple,
     to_3tuple,
+    window_padding_bias,
     window_partition,
     window_reverse,
 )
-from ._base import VideoModel, init_weights_trunc_normal
+from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal, stage_group_matcher
 from ._config import ModelConfig, PaperReference, ReleasedWeights
-from ._registry import register_model
+from ._registry import Variant, register_variants
 from ._weights import (
     CheckpointFormat,
     Recognised,
@@ -75,7 +79,6 @@ from ._weights import (
 
 Downsample = Literal["dwconv", "conv", "avgpool"]
 CITATION = "Liang, Zhou, Zimmermann, Yan, DualFormer: Local-Global Stratified Transformer, ECCV 2022"
-MASK_VALUE = float("-inf")
 log = logging.getLogger(__name__)
 
 
@@ -93,13 +96,10 @@ class LocalWindowAttention(Attention):
         xp = pad_to_multiple(x, window, dims=(1, 2, 3))  # (B, Tp, Hp, Wp, C)
         size = xp.shape[1:4]
         windows = window_partition(xp, window)  # (B * nW, N, C)
-        bias = None
-        if size != (T, H, W):  # mask the zero padding out of the keys
-            valid = torch.zeros(1, *size, 1, device=x.device)
-            valid[:, :T, :H, :W] = 1
-            keys = window_partition(valid, window)[..., 0]  # (nW, N)
-            bias = torch.zeros_like(keys).masked_fill(keys == 0, MASK_VALUE)[:, None, None, :]  # (nW, 1, 1, N)
-            bias = bias.repeat(B, 1, 1, 1)
+        name = f"pad_bias_{T}x{H}x{W}_{'x'.join(map(str, window))}"
+        bias = geometry_buffer(self, name, lambda: window_padding_bias((T, H, W), window), x.device)  # (nW, 1, 1, N)
+        if bias is not None:  # mask the zero padding out of the keys
+            bias = bias.repeat(B, 1, 1, 1)  # (B * nW, 1, 1, N)
         out = super().forward(windows, attn_bias=bias)
         return window_reverse(out, window, size)[:, :T, :H, :W]
 
@@ -115,6 +115,7 @@ class GlobalPyramidAttention(nn.Module):
         self,
         dim: int,
         num_heads: int,
+        *,
         resolution: Sequence[int],
         fine: Sequence[int] | None = (8, 7, 7),
         coarse: Sequence[int] | None = (4, 4, 4),
@@ -133,10 +134,12 @@ class GlobalPyramidAttention(nn.Module):
         )
         self.coarse_grid = to_3tuple(coarse) if coarse is not None else None
         self.coarse_pool = None
+        self.coarse_kernels: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         if self.coarse_grid is not None:
             first = (1, min(7, res[1]), min(7, res[2]))
             mid = tuple(r // k for r, k in zip(res, first))
             second = tuple(max(m // c, 1) for m, c in zip(mid, self.coarse_grid))
+            self.coarse_kernels = (first, second)
             self.coarse_pool = nn.Sequential(
                 self._pool(dim, first), nn.BatchNorm3d(dim), nn.ReLU(inplace=True), self._pool(dim, second)
             )
@@ -151,6 +154,17 @@ class GlobalPyramidAttention(nn.Module):
         if self.downsample == "avgpool":
             return nn.AvgPool3d(kernel, kernel)
         raise ValueError(f"downsample must be 'dwconv', 'conv' or 'avgpool', got {self.downsample!r}")
+
+    @property
+    def min_map(self) -> tuple[int, int, int]:
+        """The smallest ``(t, h, w)`` map the prior poolings accept (their kernels are sized at build)."""
+        need = [1, 1, 1]
+        if self.fine_pool is not None:
+            need = [max(n, k) for n, k in zip(need, self.fine_kernel)]
+        if self.coarse_kernels is not None:
+            first, second = self.coarse_kernels
+            need = [max(n, a * b) for n, a, b in zip(need, first, second)]
+        return tuple(need)  # type: ignore[return-value]
 
     def priors(self, x: Tensor) -> Tensor:
         """``(B, T, H, W, C) -> (B, G, C)``: fine priors then coarse priors, flattened."""
@@ -196,10 +210,13 @@ class PatchEmbed(nn.Module):
 
 
 class DualFormerStage(nn.Module):
+    """Patch merging, then ``depth`` pre-norm sub-blocks alternating as ``block_kind`` says, and the PEG."""
+
     def __init__(
         self,
         in_dim: int,
         dim: int,
+        *,
         depth: int,
         num_heads: int,
         stride: Sequence[int],
@@ -223,15 +240,29 @@ class DualFormerStage(nn.Module):
             if block_kind[i % 2] == "L":
                 attn: nn.Module = LocalWindowAttention(dim, num_heads, window, qkv_bias)
             else:
-                attn = GlobalPyramidAttention(dim, num_heads, resolution, fine, coarse, downsample, qkv_bias)
-            blocks.append(PreNormBlock(dim, attn, mlp_ratio, drop_paths[i]))
+                attn = GlobalPyramidAttention(
+                    dim, num_heads, resolution=resolution, fine=fine, coarse=coarse, downsample=downsample,
+                    qkv_bias=qkv_bias,
+                )  # fmt: skip
+            blocks.append(PreNormBlock(dim, attn, mlp_ratio=mlp_ratio, drop_path=drop_paths[i]))
         self.blocks = nn.ModuleList(blocks)
         self.peg = PositionEncodingGenerator(dim) if peg else None
+
+    @property
+    def min_map(self) -> tuple[int, int, int]:
+        need = [1, 1, 1]
+        for blk in self.blocks:
+            if isinstance(blk.attn, GlobalPyramidAttention):
+                need = [max(n, m) for n, m in zip(need, blk.attn.min_map)]
+        return tuple(need)  # type: ignore[return-value]
 
 
 # -------------------------------------------------------------------------------------------- model
 class DualFormer(VideoModel):
     """DualFormer on ``(B, 3, T, H, W)`` clips (see the module docstring)."""
+
+    global_pool = "avg"  # over (T', H', W')
+    intermediate_norm = "last"
 
     def __init__(
         self,
@@ -257,7 +288,7 @@ class DualFormer(VideoModel):
         head_drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
-        self.num_classes, self.in_chans = num_classes, in_chans
+        self.in_chans = in_chans
         n = len(depths)
         kinds = [block_kinds] * n if isinstance(block_kinds, str) else list(block_kinds)
         unknown = set(pyramid) - {"fine", "coarse"}
@@ -265,7 +296,7 @@ class DualFormer(VideoModel):
             raise ValueError(f"pyramid scales are 'fine' and 'coarse', got {sorted(unknown)}")
         patch = to_3tuple(patch_size)
         res = [num_frames // patch[0], img_size // patch[1], img_size // patch[2]]
-        strides = [patch] + [(tp, 2, 2) for tp in temporal_pool]
+        self.strides = [patch] + [(tp, 2, 2) for tp in temporal_pool]
         if fine_size is None:  # released: (8,7,7) priors in stages 1-3, the full map in stage 4
             fine_size = [tuple(window)] * (n - 1) + [None]
         dpr = drop_path_schedule(drop_path_rate, sum(depths))
@@ -273,26 +304,51 @@ class DualFormer(VideoModel):
         in_dim = in_chans
         for i in range(n):
             if i > 0:
-                res = [max(r // s, 1) for r, s in zip(res, strides[i])]
+                res = [max(r // s, 1) for r, s in zip(res, self.strides[i])]
             fine = fine_size[i] if fine_size[i] is not None else tuple(res)
             self.stages.append(
                 DualFormerStage(
-                    in_dim, embed_dims[i], depths[i], num_heads[i], strides[i], res, kinds[i],
-                    fine if "fine" in pyramid else None,
-                    coarse_size if ("coarse" in pyramid and i in coarse_stages) else None,
-                    window, downsample, peg, mlp_ratio, dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                    in_dim, embed_dims[i], depth=depths[i], num_heads=num_heads[i], stride=self.strides[i],
+                    resolution=res, block_kind=kinds[i], fine=fine if "fine" in pyramid else None,
+                    coarse=coarse_size if ("coarse" in pyramid and i in coarse_stages) else None, window=window,
+                    downsample=downsample, peg=peg, mlp_ratio=mlp_ratio,
+                    drop_paths=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
                 )
             )  # fmt: skip
             in_dim = embed_dims[i]
-        self.num_features = embed_dims[-1]
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head_drop = nn.Dropout(head_drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.num_intermediates = n
+        self.norm = nn.LayerNorm(embed_dims[-1])
+        self.init_head(embed_dims[-1], num_classes, head_drop_rate)
         self.apply(init_weights_trunc_normal)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, T, H, W) -> (B, T', H', W', C)`` after the final LayerNorm."""
+    def stage_maps(self, size: Sequence[int]) -> list[tuple[int, ...]]:
+        """Token map ``(t, h, w)`` of every stage for an input of ``size = (T, H, W)`` (padded merging)."""
+        maps, cur = [], tuple(size)
+        for stride in self.strides[: len(self.stages)]:
+            cur = tuple(-(-c // s) for c, s in zip(cur, stride))
+            maps.append(cur)
+        return maps
+
+    def check_input_size(self, size: Sequence[int]) -> None:
+        """Refuse, naming the smallest clip that works, an input whose maps a prior kernel does not fit."""
+        needs = [stage.min_map for stage in self.stages]
+
+        def fits(axis: int, n: int) -> bool:
+            return all(m[axis] >= need[axis] for m, need in zip(self.stage_maps((n, n, n)), needs))
+
+        if all(fits(axis, n) for axis, n in enumerate(size)):
+            return
+        smallest = [next(n for n in range(1, 4096) if fits(axis, n)) for axis in range(3)]
+        raise ValueError(
+            f"{type(self).__name__} built with global-prior kernels for a larger clip needs at least "
+            f"{smallest[0]} frames of {smallest[1]}x{smallest[2]} pixels, got {tuple(size)} (T, H, W); "
+            "use a larger clip or build the model for this size (num_frames, img_size)"
+        )
+
+    def forward_stages(self, x: Tensor, taps: FeatureTaps | None = None) -> Tensor | None:
+        """Stage outputs ``(B, T', H', W', C)``; the features are the last one after the final LayerNorm."""
         check_video_input(x, self.in_chans, type(self).__name__)
+        self.check_input_size(x.shape[2:])
         for s, stage in enumerate(self.stages):
             if s > 0:
                 x = x.permute(0, 4, 1, 2, 3)  # (B, C, T, H, W) for the strided merging conv
@@ -301,21 +357,18 @@ class DualFormer(VideoModel):
                 x = self.checkpointed(blk, x)
                 if i == 0 and stage.peg is not None:
                     x = stage.peg(x)
+            if (x := self.tap(taps, s, x)) is None:
+                return None
         return self.norm(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_drop(x.mean(dim=(1, 2, 3)))
-        return x if pre_logits else self.head(x)
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return stage_group_matcher(r"^stages\.0\.patch_embed", "stages", r"(?:patch_embed|peg)", coarse)
 
-    def convert_2d_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-        """Keys already in our names; drop the 2D classifier names timm-style checkpoints use."""
-        return {k.replace("head.fc.", "head."): v for k, v in sd.items()}
-
-    def resize_2d_tensor(self, key: str, v: Tensor, target: Tensor) -> Tensor | None:
+    def resize_2d_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
         """Inflate 2D kernels of the prior convs and PEGs: repeated over time and divided by its length
         (the released ImageNet inflation); the coarse prior's second conv may be a mean filter."""
-        if v.dim() == 4 and target.dim() == 5 and v.shape[:2] == target.shape[:2]:
-            w = inflate_conv_weight(v, target.shape[2])
+        if value.dim() == 4 and target.dim() == 5 and value.shape[:2] == target.shape[:2]:
+            w = inflate_conv_weight(value, target.shape[2])
             if w.shape[3:] != target.shape[3:]:
                 w = F.interpolate(w.flatten(0, 1), size=target.shape[2:], mode="trilinear").view_as(target)
             return w
@@ -363,7 +416,9 @@ def identify_released_dualformer(sd: Mapping[str, Tensor]) -> Recognised | None:
         int(v.shape[0]) for k, v in sorted(backbone.items()) if re.fullmatch(r"patch_embeds\.\d+\.proj\.weight", k)
     )
     depths = blocks_per_stage(backbone, r"blocks\.(\d+)\.(\d+)\.")
-    variant = next((n for n, row in _VARIANTS.items() if row[0] == dims and row[2] == depths), None)
+    variant = next(
+        (v.config.name for v in VARIANTS if (v.args["embed_dims"], v.args["depths"]) == (dims, depths)), None
+    )
     label = _RELEASE_LABELS.get(variant, f"DualFormer (dims {dims}, depths {depths})")
     if embed.dim() == 4:
         return Recognised(f"a released {label} ImageNet image checkpoint", variant, "image", None)
@@ -490,34 +545,40 @@ RELEASED_WEIGHTS: dict[str, tuple[ReleasedWeights, ...]] = {
 
 
 # ------------------------------------------------------------------------------------------ variants
-_VARIANTS = {
-    #                 dims                   heads            depths (sub-blocks)  drop path  params M  GMACs   top-1
-    "dualformer_t": ((64, 128, 256, 512), (2, 4, 8, 16), (2, 2, 10, 4), 0.1, 21.8, 60.09, 79.5),
-    "dualformer_s": ((96, 192, 384, 768), (3, 6, 12, 24), (2, 2, 18, 2), 0.2, 48.9, 158.69, 80.6),
-    "dualformer_b": ((128, 256, 512, 1024), (4, 8, 16, 32), (2, 2, 18, 2), 0.3, 86.8, 267.96, 81.1),
-}
+def _k400(name: str, *, params_m: float, gflops: float, top1: float) -> ModelConfig:
+    """A released variant: 32 frames (stride 2) at 224, 4 clips x 1 crop; the paper numbers are the release's
+    (params of the backbone without a head, GMACs per view as fvcore counts them); we match them to 2 %."""
+    paper = PaperReference(
+        params_m=params_m, gflops=gflops, params_head_classes=None, views="4x1", top1=top1, dataset="Kinetics-400",
+        pretrain="IN-1K", citation=CITATION,
+        note="params of the backbone (no head); GFLOPs per view as released (fvcore)",
+    )  # fmt: skip
+    return ModelConfig(
+        name=name,
+        num_frames=32,
+        img_size=224,
+        test_views="4x1",
+        sampling="dense:32x2",
+        min_input=(4, 64),
+        paper=paper,
+        weights=RELEASED_WEIGHTS[name],
+    )
 
 
-def _builder(dims, heads, depths, drop_path, **defaults):
-    def build(num_classes: int, num_frames: int, img_size: int, **kwargs) -> DualFormer:
-        args = dict(embed_dims=dims, num_heads=heads, depths=depths, drop_path_rate=drop_path, **defaults)
-        args.update(kwargs)
-        return DualFormer(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **args)
-
-    return build
-
-
-for _name, (_dims, _heads, _depths, _dp, _params, _gmacs, _top1) in _VARIANTS.items():
-    register_model(
-        ModelConfig(
-            name=_name, num_frames=32, img_size=224, test_views="4x1", sampling="dense:32x2", min_input=(4, 64),
-            weights=RELEASED_WEIGHTS[_name],
-            paper=PaperReference(_params, _gmacs, "mac", None, "4x1", _top1, "Kinetics-400", "IN-1K", CITATION,
-                                 note="params of the backbone (no head); GFLOPs per view as released (fvcore)"),
-        )
-    )(_builder(_dims, _heads, _depths, _dp))  # fmt: skip
-
-register_model(
-    ModelConfig(name="dualformer_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                min_input=(4, 32))
-)(_builder((32, 64, 128, 256), (1, 2, 4, 8), (2, 2, 2, 2), 0.0, window=(4, 4, 4), head_drop_rate=0.0))  # fmt: skip
+# depths count sub-blocks, as released (module docstring)
+VARIANTS = [
+    Variant(_k400("dualformer_t", params_m=21.8, gflops=60.09, top1=79.5),
+            dict(embed_dims=(64, 128, 256, 512), num_heads=(2, 4, 8, 16), depths=(2, 2, 10, 4),
+                 drop_path_rate=0.1)),
+    Variant(_k400("dualformer_s", params_m=48.9, gflops=158.69, top1=80.6),
+            dict(embed_dims=(96, 192, 384, 768), num_heads=(3, 6, 12, 24), depths=(2, 2, 18, 2),
+                 drop_path_rate=0.2)),
+    Variant(_k400("dualformer_b", params_m=86.8, gflops=267.96, top1=81.1),
+            dict(embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32), depths=(2, 2, 18, 2),
+                 drop_path_rate=0.3)),
+    Variant(ModelConfig(name="dualformer_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
+                        min_input=(4, 32)),
+            dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), depths=(2, 2, 2, 2), window=(4, 4, 4),
+                 drop_path_rate=0.0, head_drop_rate=0.0)),
+]  # fmt: skip
+register_variants(DualFormer, VARIANTS)

@@ -18,11 +18,30 @@ Choices where the paper or the released code (MartinXM/TPS) is silent or special
 * The released code is hard-wired to 16 token frames and 7x7 windows. Here any frame count and size
   work: spatial sizes are zero-padded to the window as Swin does; with a temporal window ``wt > 1``
   (the † variants) the token frames must divide by ``wt`` (a ``ValueError`` names valid counts).
-* Shift RPE: every token carries the coordinates of the frame it came from; the bias between two
-  tokens reads the table at their true offset ``(dt, dh, dw)``. The released code instead indexes
-  every frame against frame 0 (a quirk); its table size, ``(2D - 1)(2 wh - 1)(2 ww - 1)`` rows for
-  ``D`` token frames, is kept so parameter counts and checkpoints match. Offsets beyond the table
-  (inputs longer than the built ``num_frames``) are clamped.
+* Relative position bias (``rel_pos_index``). Every block owns a table of ``(2D - 1)(2 wh - 1)(2 ww - 1)``
+  rows, ``D`` the built token frames (the released size: 5239 rows for 16 token frames and 7x7 windows),
+  and reads it at the offset ``(dt, dh, dw)`` between a query and a key. Patch-shift blocks give every
+  token the frame it came from, ``src(t, n) = (t - P[n]) mod D`` for cell ``n`` of frame ``t`` ("shift
+  RPE": the coordinates travel with the patches; ``shift_rpe=False`` keeps the frame ``t``).
+
+  - ``"released"`` (default of every ``pst_*`` variant) is what MartinXM/TPS computes, so released
+    weights compute the function they were trained with: the release builds the index over a
+    (16, 7, 7) window and slices it ``[::16]``, i.e. the window of frame ``f`` reads the table at
+    (query frame ``f``, key frame 0). Channel-shift blocks get ``dt = f`` (a bias of the absolute
+    frame), patch-shift blocks ``dt = src(f, q) - src(0, k)``. Example: frame 1, query cell (1, 1),
+    key cell (0, 0): ``dt = 1 - 4 = -3``.
+  - ``"shift"`` (an ablation; our first reading of the paper's shift RPE): the true offset of the
+    frames the two patches came from, ``src(f, q) - src(f, k)`` (-4 in the example; 0 in channel-shift
+    blocks). With a table that is constant over ``dt`` (a start inflated from 2D Swin) both agree.
+
+  Other token-frame counts: ``"released"`` is the same construction over a ``(D, wh, ww)`` window with
+  ``D`` the token frames of the input (sources taken mod ``D``), so it is the release's function at 16
+  token frames and the same rule elsewhere, for a model built for another ``num_frames`` as for an
+  input with another frame count than built. Offsets beyond the built table (more token frames than
+  built) are clamped to its edge. With a temporal window ``wt > 1`` (the † variants; not released) a
+  key's frame is counted from the start of its window and a query's from the start of the clip, which
+  is the release's rule at ``wt = 1``. The index (and the shifted-window mask) of each input geometry
+  is built once and kept as a non-persistent buffer.
 * ``PST-T†/B†`` "double the temporal attention window to 2": windows of (2, 7, 7) over two
   consecutive shifted frames (matches the paper's 74 / 252 GFLOPs; params unchanged).
 * DeiT-S-TPS: the paper says only "a TPS module in every two blocks". We shift patches with pattern C
@@ -32,37 +51,45 @@ Choices where the paper or the released code (MartinXM/TPS) is silent or special
   the paper's 74 GFLOPs (8 frames give 37).
 * Head: final LayerNorm, average over (T, H, W) (Swin) or over the frames' class tokens (DeiT),
   dropout, linear, as the released I3D head.
+* Paper numbers: params and GMACs match the paper within 2 % (PST-T/B measured on the release: 28.5 M
+  with a 400-class head, 88.8 M with a 174-class head; 72 / 247 GMACs; † 74 / 252), DeiT-S-TPS within
+  3 % (the released wrapper is a stale ``.pyc``; see above).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
 from ..layers import (
     Attention,
-    DropPath,
-    Mlp,
     PatchEmbed3d,
+    PreNormBlock,
+    TemporalShiftAttention,
     attention,
     check_video_input,
     drop_path_schedule,
     effective_window,
+    geometry_buffer,
     pad_to_multiple,
+    relative_position_index,
+    resample_1d,
     resample_2d,
     shifted_window_mask,
     to_3tuple,
+    window_coords,
 )
-from ..layers.temporal_shift import cell_offsets, channel_shift, patch_shift, source_frames
-from ._base import VideoModel, init_weights_trunc_normal
+from ..layers.temporal_shift import cell_offsets, source_frames
+from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal, stage_group_matcher
 from ._config import ModelConfig, PaperReference, ReleasedWeights
-from ._registry import register_model
+from ._registry import Variant, register_variants
 from ._weights import (
     CheckpointFormat,
     Recognised,
@@ -76,6 +103,7 @@ from ._weights import (
 
 ShiftKind = Literal["patch", "channel"] | None
 TPSMode = Literal["pst", "patch", "channel"] | None
+RelPosIndex = Literal["released", "shift"]
 
 CITATION = "Xiang et al., Spatiotemporal Self-attention Modeling with Temporal Patch Shift, ECCV 2022"
 
@@ -96,150 +124,137 @@ def block_shift_kinds(depth: int, tps: TPSMode, alternate: bool = True) -> list[
 
 
 # ------------------------------------------------------------------------------------------- blocks
-class ShiftWindowAttention(Attention):
-    """Window attention on ``(B, D, nW, M, C)`` tokens (``M`` cells of a spatial window) with an
-    optional temporal shift and the shift-RPE bias table.
+def shift_rpe_index(
+    num_frames: int,
+    window: Sequence[int],
+    table: Sequence[int],
+    *,
+    shift: ShiftKind,
+    pattern: str | Sequence[Sequence[int]] = "C",
+    shift_rpe: bool = True,
+    mode: RelPosIndex = "released",
+) -> Tensor:
+    """Bias-table index ``(G, N, N)`` of the ``G = D / wt`` temporal window groups of ``D = num_frames``
+    token frames (``G = 1`` when every group reads the same), ``N = wt * wh * ww`` (module docstring).
 
-    Windows span ``wt`` consecutive token frames, so attention runs over ``N = wt * M`` tokens.
+    ``table`` is the window the bias table is sized for, ``(table frames, Wh, Ww)``.
+    """
+    wt, wh, ww = window
+    cells = window_coords((1, wh, ww))[:, 1:]  # (M, 2): (h, w) of the window's cells
+    if shift == "patch" and shift_rpe:  # the frame each shifted patch came from
+        frames = source_frames(cell_offsets(pattern, (wh, ww)), num_frames)  # (D, M)
+    else:
+        frames = torch.arange(num_frames)[:, None].expand(num_frames, wh * ww)
+    query = torch.cat([frames[..., None], cells.expand(num_frames, -1, -1)], dim=-1)  # (D, M, 3)
+    # released: a key carries the coordinates of the frame at its offset from its window's start
+    key = query if mode == "shift" else query[torch.arange(num_frames) % wt]
+    group = partial(rearrange, pattern="(g wt) m k -> g (wt m) k", wt=wt)
+    index = relative_position_index(table, group(query), group(key))  # (G, N, N)
+    return index[:1] if bool((index == index[:1]).all()) else index
+
+
+class ShiftWindowAttention(Attention):
+    """PST's (S)W-MSA on a channels-last ``(B, D, H, W, C)`` map: Swin's windows (shifted by half a window
+    when ``shifted``), a temporal shift around the attention, and the relative position bias table.
+
+    Windows span ``wt`` consecutive token frames, so attention runs over ``N = wt * wh * ww`` tokens.
     """
 
+    no_weight_decay_names = ("relative_position_bias_table",)
+
     def __init__(
         self,
         dim: int,
         num_heads: int,
+        *,
         window: Sequence[int],
-        shift: ShiftKind = None,
-        pattern: str | Sequence[Sequence[int]] = "C",
-        table_frames: int = 1,
-        shift_back: bool = True,
-        shift_rpe: bool = True,
-        qkv_bias: bool = True,
-        attn_drop: float = 0.0,
-        proj_drop: float = 0.0,
-    ) -> None:
-        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop)
-        self.window = to_3tuple(window)
-        self.shift = shift
-        self.pattern = pattern
-        self.shift_back = shift_back
-        self.shift_rpe = shift_rpe
-        self.table_frames = table_frames
-        _, wh, ww = self.window
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * table_frames - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
-        )
-        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-
-    def position_bias(self, num_frames: int, window: Sequence[int], device: torch.device) -> Tensor:
-        """``(G, heads, N, N)`` bias for the ``G = D / wt`` temporal window groups (``G = 1`` when it
-        is the same for all).
-
-        Each token's coordinate is ``(source frame, h, w)``; with shift RPE the source frame is where
-        the patch came from, so the bias travels with the patch.
-        """
-        wt, wh, ww = window
-        D = num_frames
-        hh, ww_ = torch.meshgrid(torch.arange(wh, device=device), torch.arange(ww, device=device), indexing="ij")
-        if self.shift == "patch" and self.shift_rpe:
-            frames = source_frames(self.offsets(window, device), D).to(device)  # (D, M)
-        else:  # every window group sees the same offsets: compute one and broadcast over G
-            frames = torch.arange(wt, device=device)[:, None].expand(wt, wh * ww)  # (wt, M)
-        t = rearrange(frames, "(g wt) m -> g (wt m)", wt=wt)  # (G, N)
-        h = hh.reshape(1, -1).repeat(1, wt).expand_as(t)
-        w = ww_.reshape(1, -1).repeat(1, wt).expand_as(t)
-        coords = torch.stack([t, h, w], dim=-1)  # (G, N, 3)
-        rel = coords[:, :, None, :] - coords[:, None, :, :]  # (G, N, N, 3) query minus key
-        Tt, (_, Wh, Ww) = self.table_frames, self.window
-        dt = rel[..., 0].clamp(-(Tt - 1), Tt - 1)
-        index = (
-            (dt + Tt - 1) * (2 * Wh - 1) * (2 * Ww - 1) + (rel[..., 1] + Wh - 1) * (2 * Ww - 1) + rel[..., 2] + Ww - 1
-        )
-        bias = self.relative_position_bias_table[index]  # (G, N, N, heads)
-        return bias.permute(0, 3, 1, 2)
-
-    def offsets(self, window: Sequence[int], device: torch.device | None = None) -> Tensor:
-        return cell_offsets(self.pattern, window[1:]).to(device)
-
-    def forward(self, x: Tensor, window: Sequence[int], mask: Tensor | None = None) -> Tensor:
-        """``x (B, D, nW, M, C)``, ``window`` the effective (wt, wh, ww), ``mask (nW, N, N)`` or None."""
-        B, D, nW, M, C = x.shape
-        wt = window[0]
-        if self.shift == "patch":
-            offsets = self.offsets(window, x.device)
-            x = patch_shift(x, offsets, time_dim=1, cell_dim=3)
-        elif self.shift == "channel":
-            x = channel_shift(x, self.num_heads, time_dim=1)
-        x = rearrange(x, "b (g wt) n m c -> b g n (wt m) c", wt=wt)  # (B, G, nW, N, C)
-        G, N = D // wt, wt * M
-        qkv = self.qkv(x).reshape(B, G, nW, N, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(4, 0, 1, 2, 5, 3, 6).unbind(0)  # each (B, G, nW, heads, N, d)
-        bias = self.position_bias(D, window, x.device)[:, None]  # (G, 1, heads, N, N)
-        if mask is not None:
-            bias = bias + mask[None, :, None]  # (G, nW, heads, N, N)
-        out, _ = attention(q, k, v, bias, self.attn_drop if self.training else 0.0, scale=self.scale)
-        out = rearrange(out, "b g n h (wt m) d -> b (g wt) n m (h d)", wt=wt)  # (B, D, nW, M, C)
-        if self.shift == "patch" and self.shift_back:
-            out = patch_shift(out, offsets, time_dim=1, cell_dim=3, inverse=True)
-        return self.proj_drop(self.proj(out))
-
-
-class SwinTPSBlock(nn.Module):
-    """Swin block on channels-last ``(B, D, H, W, C)``: (S)W-MSA with a temporal shift, then MLP."""
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        window: Sequence[int] = (1, 7, 7),
         shifted: bool = False,
         shift: ShiftKind = None,
         pattern: str | Sequence[Sequence[int]] = "C",
         table_frames: int = 1,
         shift_back: bool = True,
         shift_rpe: bool = True,
-        mlp_ratio: float = 4.0,
+        rel_pos_index: RelPosIndex = "released",
         qkv_bias: bool = True,
-        drop: float = 0.0,
         attn_drop: float = 0.0,
-        drop_path: float = 0.0,
+        proj_drop: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.window = to_3tuple(window)
-        self.shifted = shifted
-        self.norm1 = nn.LayerNorm(dim)
-        self.attn = ShiftWindowAttention(
-            dim, num_heads, self.window, shift, pattern, table_frames, shift_back, shift_rpe, qkv_bias, attn_drop, drop
+        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop)
+        if rel_pos_index not in ("released", "shift"):
+            raise ValueError(f"rel_pos_index must be 'released' or 'shift', got {rel_pos_index!r}")
+        self.window, self.shifted = to_3tuple(window), shifted
+        self.shift, self.pattern, self.shift_rpe, self.rel_pos_index = shift, pattern, shift_rpe, rel_pos_index
+        self.table_frames = table_frames
+        self.temporal_shift = (
+            TemporalShiftAttention(kind=shift, num_heads=num_heads, pattern=pattern, shift_back=shift_back)
+            if shift is not None
+            else None
         )
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        _, wh, ww = self.window
+        self.relative_position_bias_table = nn.Parameter(
+            torch.zeros((2 * table_frames - 1) * (2 * wh - 1) * (2 * ww - 1), num_heads)
+        )
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
-    def _attn(self, x: Tensor) -> Tensor:
+    def position_bias(self, num_frames: int, window: Sequence[int]) -> Tensor:
+        """``(G, heads, N, N)`` bias of the ``G`` temporal window groups (``G = 1`` when all are alike)."""
+        table = self.relative_position_bias_table
+        name = f"rel_index_{num_frames}_{'x'.join(map(str, window))}"
+        index = geometry_buffer(self, name, lambda: self.relative_position_index(num_frames, window), table.device)
+        return table[index].permute(0, 3, 1, 2)  # (G, N, N, heads) -> (G, heads, N, N)
+
+    def relative_position_index(self, num_frames: int, window: Sequence[int]) -> Tensor:
+        """This block's ``(G, N, N)`` index for ``num_frames`` token frames and an effective ``window``."""
+        return shift_rpe_index(
+            num_frames, window, (self.table_frames, *self.window[1:]), shift=self.shift, pattern=self.pattern,
+            shift_rpe=self.shift_rpe, mode=self.rel_pos_index,
+        )  # fmt: skip
+
+    def window_mask(self, size: Sequence[int], window: Sequence[int], shift: Sequence[int]) -> Tensor:
+        """Swin's ``(nW, N, N)`` mask of a rolled ``(Hp, Wp)`` map, the same in every frame of a window."""
+        mask = shifted_window_mask((1, *size), (1, *window[1:]), shift)  # (nW, M, M)
+        return mask.repeat(1, window[0], window[0])  # (nW, N, N)
+
+    def forward(self, x: Tensor) -> Tensor:
         B, D, H, W, C = x.shape
         wt = self.window[0]
         spatial_shift = (0, self.window[1] // 2, self.window[2] // 2) if self.shifted else (0, 0, 0)
         window, shift = effective_window((wt, H, W), self.window, spatial_shift)
         window = (wt, *window[1:])  # the temporal window never shrinks: D % wt is checked by the model
-        x = pad_to_multiple(x, window[1:], dims=(2, 3))  # (B, D, Hp, Wp, C)
+        _, wh, ww = window
+        x = pad_to_multiple(x, (wh, ww), dims=(2, 3))  # (B, D, Hp, Wp, C)
         Hp, Wp = x.shape[2:4]
+        mask = None
         if any(shift):
             x = torch.roll(x, shifts=(-shift[1], -shift[2]), dims=(2, 3))
-            mask = shifted_window_mask((1, Hp, Wp), (1, *window[1:]), shift, x.device)  # (nW, M, M)
-            if wt > 1:
-                mask = mask.repeat(1, wt, wt)  # same spatial regions in every frame of the window
+            name = f"window_mask_{Hp}x{Wp}_{wt}x{wh}x{ww}_{shift[1]}x{shift[2]}"
+            mask = geometry_buffer(self, name, lambda: self.window_mask((Hp, Wp), window, shift), x.device)
+        rows = rearrange(x, "b d (h wh) (w ww) c -> (b d h w) (wh ww) c", wh=wh, ww=ww)  # (B * D * nW, M, C)
+        nW = (Hp // wh) * (Wp // ww)
+        if self.temporal_shift is not None:
+            rows = self.temporal_shift(
+                rows, window, mask, D, nW, attn=self.attend, num_frames=D, windows=nW, grid=(wh, ww)
+            )
         else:
-            mask = None
-        xw = rearrange(x, "b d (h wh) (w ww) c -> b d (h w) (wh ww) c", wh=window[1], ww=window[2])
-        xw = self.attn(xw, window, mask)
-        x = rearrange(xw, "b d (h w) (wh ww) c -> b d (h wh) (w ww) c", h=Hp // window[1], wh=window[1])
+            rows = self.attend(rows, window, mask, D, nW)
+        x = rearrange(rows, "(b d h w) (wh ww) c -> b d (h wh) (w ww) c", d=D, h=Hp // wh, w=Wp // ww, wh=wh)
         if any(shift):
             x = torch.roll(x, shifts=(shift[1], shift[2]), dims=(2, 3))
         return x[:, :, :H, :W].contiguous()
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path1(self._attn(self.norm1(x)))
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
+    def attend(self, rows: Tensor, window: Sequence[int], mask: Tensor | None, num_frames: int, windows: int):
+        """Attention inside windows of ``wt`` frames: ``(B * D * nW, M, C)`` rows -> the same rows."""
+        D, nW, wt = num_frames, windows, window[0]
+        x = rearrange(rows, "(b g wt n) m c -> b g n (wt m) c", g=D // wt, wt=wt, n=nW)  # (B, G, nW, N, C)
+        B, G, _, N, C = x.shape
+        qkv = self.qkv(x).reshape(B, G, nW, N, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(4, 0, 1, 2, 5, 3, 6).unbind(0)  # each (B, G, nW, heads, N, d)
+        bias = self.position_bias(D, window)[:, None]  # (G, 1, heads, N, N)
+        if mask is not None:
+            bias = bias + mask[None, :, None]  # (G, nW, heads, N, N)
+        out, _ = attention(q, k, v, bias, self.attn_drop if self.training else 0.0, scale=self.scale)
+        out = self.proj_drop(self.proj(rearrange(out, "b g n h (wt m) d -> b g wt n m (h d)", wt=wt)))
+        return rearrange(out, "b g wt n m c -> (b g wt n) m c")
 
 
 class PatchMerging(nn.Module):
@@ -260,15 +275,38 @@ class PatchMerging(nn.Module):
 
 
 class SwinTPSStage(nn.Module):
-    def __init__(self, dim: int, out_dim: int, depth: int, downsample: bool, **block_kwargs) -> None:
+    """Patch merging at the start of the stage (timm's order), then its blocks."""
+
+    def __init__(self, downsample: nn.Module, blocks: Sequence[nn.Module]) -> None:
         super().__init__()
-        self.downsample = PatchMerging(dim, out_dim) if downsample else nn.Identity()
-        shifts: list[ShiftKind] = block_kwargs.pop("shifts")
-        drop_paths: list[float] = block_kwargs.pop("drop_paths")
-        self.blocks = nn.ModuleList(
-            SwinTPSBlock(out_dim, shifted=i % 2 == 1, shift=shifts[i], drop_path=drop_paths[i], **block_kwargs)
-            for i in range(depth)
+        self.downsample = downsample
+        self.blocks = nn.ModuleList(blocks)
+
+
+class ShiftedFrameAttention(Attention):
+    """ViT attention over the frames of clips, ``(B * T, 1 + P, C)`` rows with a clip's frames together,
+    with an optional temporal shift around it (the class token stays in place)."""
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        shift: ShiftKind = None,
+        pattern: str | Sequence[Sequence[int]] = "C",
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
+        super().__init__(dim, num_heads, qkv_bias, attn_drop, proj_drop)
+        self.temporal_shift = (
+            TemporalShiftAttention(kind=shift, num_heads=num_heads, pattern=pattern, prefix=1) if shift else None
         )
+
+    def forward(self, x: Tensor, num_frames: int, grid: Sequence[int]) -> Tensor:  # type: ignore[override]
+        if self.temporal_shift is None:
+            return super().forward(x)
+        return self.temporal_shift(x, attn=super().forward, num_frames=num_frames, grid=grid)
 
 
 # -------------------------------------------------------------------------------------------- models
@@ -281,8 +319,12 @@ class PatchShiftSwin(VideoModel):
         pattern: shift pattern ``"A" | "B" | "C" | "D"`` or a table of frame offsets (ablation (b)).
         tps_stages: per-stage switch for the shift (ablation (c)); default all stages.
         alternate, shift_back, shift_rpe: ablation (d) switches.
+        rel_pos_index: ``"released"`` (the released code's bias index) or ``"shift"`` (module docstring).
         window: attention window ``(wt, wh, ww)``; ``wt = 2`` gives PST†.
     """
+
+    global_pool = "avg"  # over (D, H, W), as the released I3D head
+    intermediate_norm = "last"
 
     def __init__(
         self,
@@ -303,13 +345,13 @@ class PatchShiftSwin(VideoModel):
         alternate: bool = True,
         shift_back: bool = True,
         shift_rpe: bool = True,
+        rel_pos_index: RelPosIndex = "released",
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         head_drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
-        self.num_classes = num_classes
         self.in_chans = in_chans
         self.patch_size = to_3tuple(patch_size)
         self.window = to_3tuple(window)
@@ -323,34 +365,28 @@ class PatchShiftSwin(VideoModel):
             raise ValueError(f"tps_stages needs one flag per stage ({len(depths)}), got {tps_stages}")
         # The bias table spans the token frames a shifted patch can come from (the released model's size).
         table_frames = token_frames if (tps is not None or self.window[0] > 1) else 1
-        dpr = drop_path_schedule(drop_path_rate, sum(depths))
+        dpr = iter(drop_path_schedule(drop_path_rate, sum(depths)))
         dims = [embed_dim * 2**i for i in range(len(depths))]
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
-            self.layers.append(
-                SwinTPSStage(
-                    dims[max(i - 1, 0)],
+            shifts = block_shift_kinds(depth, tps if tps_stages[i] else None, alternate)
+            blocks = [
+                PreNormBlock(
                     dims[i],
-                    depth,
-                    downsample=i > 0,
-                    shifts=block_shift_kinds(depth, tps if tps_stages[i] else None, alternate),
-                    drop_paths=dpr[sum(depths[:i]) : sum(depths[: i + 1])],
-                    num_heads=num_heads[i],
-                    window=self.window,
-                    pattern=pattern,
-                    table_frames=table_frames,
-                    shift_back=shift_back,
-                    shift_rpe=shift_rpe,
-                    mlp_ratio=mlp_ratio,
-                    qkv_bias=qkv_bias,
-                    drop=drop_rate,
-                    attn_drop=attn_drop_rate,
+                    ShiftWindowAttention(
+                        dims[i], num_heads[i], window=self.window, shifted=j % 2 == 1, shift=shifts[j],
+                        pattern=pattern, table_frames=table_frames, shift_back=shift_back, shift_rpe=shift_rpe,
+                        rel_pos_index=rel_pos_index, qkv_bias=qkv_bias, attn_drop=attn_drop_rate, proj_drop=drop_rate,
+                    ),
+                    mlp_ratio=mlp_ratio, proj_drop=drop_rate, drop_path=next(dpr),
                 )
-            )
-        self.num_features = dims[-1]
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head_drop = nn.Dropout(head_drop_rate)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+                for j in range(depth)
+            ]  # fmt: skip
+            downsample = PatchMerging(dims[i - 1], dims[i]) if i > 0 else nn.Identity()
+            self.layers.append(SwinTPSStage(downsample, blocks))
+        self.num_intermediates = len(depths)
+        self.norm = nn.LayerNorm(dims[-1])
+        self.init_head(dims[-1], num_classes, head_drop_rate)
         self.apply(init_weights_trunc_normal)
 
     def _check_frames(self, token_frames: int) -> None:
@@ -362,87 +398,40 @@ class PatchShiftSwin(VideoModel):
                 f"use a frame count that is a multiple of {self.patch_size[0] * wt} (e.g. {valid})"
             )
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, T, H, W) -> (B, D, H/32, W/32, C)`` channels-last tokens after the final norm."""
+    def forward_stages(self, x: Tensor, taps: FeatureTaps | None = None) -> Tensor | None:
+        """Stage outputs ``(B, D, H', W', C)`` channels-last; the features are the last one after the
+        final LayerNorm, ``(B, D, H/32, W/32, C)`` for the 4-stage variants."""
         check_video_input(x, self.in_chans, type(self).__name__)
         self._check_frames(-(-x.shape[2] // self.patch_size[0]))
         x = self.patch_embed(x)  # (B, C, D, H/4, W/4)
         x = self.pos_drop(x.permute(0, 2, 3, 4, 1))  # (B, D, H, W, C)
-        for stage in self.layers:
+        for s, stage in enumerate(self.layers):
             x = stage.downsample(x)
             x = self.run_blocks(stage.blocks, x)
+            if (x := self.tap(taps, s, x)) is None:
+                return None
         return self.norm(x)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = x.mean(dim=(1, 2, 3))  # average over (D, H, W) -> (B, C)
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return stage_group_matcher(r"^patch_embed", "layers", "downsample", coarse)
 
-    # 2D checkpoint hooks for load_pretrained_2d
-    def convert_2d_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-        out = {}
-        for k, v in sd.items():
-            if k.endswith(("attn_mask", "relative_position_index")):
-                continue
-            out[k.replace("head.fc.", "head.")] = v
-        return out
+    def convert_2d_state_dict(self, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """timm Swin: its buffers (masks, 2D indices) have no counterpart here; ``head.fc`` -> ``head``."""
+        kept = {k: v for k, v in state_dict.items() if not k.endswith(("attn_mask", "relative_position_index"))}
+        return super().convert_2d_state_dict(kept)
 
-    def resize_2d_tensor(self, key: str, v: Tensor, target: Tensor) -> Tensor | None:
-        if key.endswith("relative_position_bias_table") and target.shape[0] % v.shape[0] == 0:
-            return v.repeat(target.shape[0] // v.shape[0], 1)  # same 2D bias at every frame offset
+    def resize_2d_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        if key.endswith("relative_position_bias_table") and target.shape[0] % value.shape[0] == 0:
+            return value.repeat(target.shape[0] // value.shape[0], 1)  # same 2D bias at every frame offset
         return None
-
-
-class TPSViTBlock(nn.Module):
-    """Pre-norm ViT block whose attention sees temporally shifted patch tokens (class token fixed).
-
-    Works on ``(B * T, 1 + P, C)`` with frames of a clip contiguous; ``grid`` is the patch grid.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        num_heads: int,
-        shift: ShiftKind = None,
-        pattern: str | Sequence[Sequence[int]] = "C",
-        mlp_ratio: float = 4.0,
-        qkv_bias: bool = True,
-        drop: float = 0.0,
-        attn_drop: float = 0.0,
-        drop_path: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.shift = shift
-        self.pattern = pattern
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-
-    def _shift(self, x: Tensor, T: int, grid: tuple[int, int], inverse: bool = False) -> Tensor:
-        x = rearrange(x, "(b t) n c -> b t n c", t=T)
-        cls, patches = x[:, :, :1], x[:, :, 1:]
-        if self.shift == "patch":
-            patches = patch_shift(patches, cell_offsets(self.pattern, grid), time_dim=1, cell_dim=2, inverse=inverse)
-        else:
-            patches = channel_shift(patches, self.attn.num_heads, time_dim=1)
-        return rearrange(torch.cat([cls, patches], dim=2), "b t n c -> (b t) n c")
-
-    def forward(self, x: Tensor, T: int, grid: tuple[int, int]) -> Tensor:
-        y = self.norm1(x)
-        if self.shift is not None:
-            y = self._shift(y, T, grid)
-        y = self.attn(y)
-        if self.shift == "patch":
-            y = self._shift(y, T, grid, inverse=True)  # the projection is per token, so back-shift after it
-        x = x + self.drop_path1(y)
-        return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
 class PatchShiftViT(VideoModel):
     """DeiT with TPS in every second block (paper Table 7), frames as a batch of images."""
+
+    no_weight_decay_names = ("cls_token", "pos_embed", "time_embed")
+    global_pool = "cls"  # average of the frames' class tokens
+    intermediate_norm = "all"
 
     def __init__(
         self,
@@ -468,7 +457,6 @@ class PatchShiftViT(VideoModel):
         super().__init__()
         if tps == "pst":
             raise ValueError("DeiT-TPS supports tps='patch', 'channel' or None")
-        self.num_classes = num_classes
         self.in_chans = in_chans
         self.patch_size = patch_size
         self.grid = (img_size // patch_size, img_size // patch_size)
@@ -480,85 +468,56 @@ class PatchShiftViT(VideoModel):
         dpr = drop_path_schedule(drop_path_rate, depth)
         shifts = block_shift_kinds(depth, tps, alternate)
         self.blocks = nn.ModuleList(
-            TPSViTBlock(
-                embed_dim, num_heads, shifts[i], pattern, mlp_ratio, qkv_bias, drop_rate, attn_drop_rate, dpr[i]
+            PreNormBlock(
+                embed_dim,
+                ShiftedFrameAttention(
+                    embed_dim, num_heads, shift=shifts[i], pattern=pattern, qkv_bias=qkv_bias,
+                    attn_drop=attn_drop_rate, proj_drop=drop_rate,
+                ),
+                mlp_ratio=mlp_ratio, norm_layer=partial(nn.LayerNorm, eps=1e-6), proj_drop=drop_rate,
+                drop_path=dpr[i],
             )
             for i in range(depth)
-        )
+        )  # fmt: skip
+        self.num_intermediates = depth
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.num_features = embed_dim
-        self.head_drop = nn.Dropout(head_drop_rate)
-        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(embed_dim, num_classes, head_drop_rate)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
         self.apply(init_weights_trunc_normal)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, 3, T, H, W) -> (B, T, C)``: each frame's class token after the final norm."""
+    def forward_stages(self, x: Tensor, taps: FeatureTaps | None = None) -> Tensor | None:
+        """Block outputs; the features are ``(B, T, 1 + P, C)`` (class token first) after the final norm."""
         check_video_input(x, self.in_chans, type(self).__name__)
-        B, _, T, H, W = x.shape
+        T = x.shape[2]
         x = self.patch_embed(x)  # (B, C, T, H/16, W/16); raises if H, W do not divide by 16
         grid = (x.shape[3], x.shape[4])
         x = rearrange(x, "b c t h w -> (b t) (h w) c")
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B*T, 1+P, C)
-        pos = self.pos_embed
-        if grid != self.grid:
-            pos = torch.cat([pos[:, :1], resample_2d(pos[:, 1:], self.grid, grid)], dim=1)
-        x = x + pos
+        x = x + resample_2d(self.pos_embed, self.grid, grid, num_prefix_tokens=1)
         if self.time_embed is not None:
-            time = F.interpolate(self.time_embed[:, :, 0].transpose(1, 2), size=T, mode="linear").transpose(1, 2)
+            time = resample_1d(self.time_embed[:, :, 0], T)  # (1, T, C), one row per frame
             x = rearrange(rearrange(x, "(b t) n c -> b t n c", t=T) + time[:, :, None], "b t n c -> (b t) n c")
         x = self.pos_drop(x)
-        x = self.run_blocks(self.blocks, x, T, grid)
-        x = self.norm(x[:, 0])  # class tokens (B*T, C)
-        return rearrange(x, "(b t) c -> b t c", t=T)
+        for i, blk in enumerate(self.blocks):
+            x = self.checkpointed(blk, x, T, grid)
+            if (x := self.tap(taps, i, x, "(b t) (h w) c", prefix=1, t=T, h=grid[0])) is None:
+                return None
+        return rearrange(self.norm(x), "(b t) n c -> b t n c", t=T)
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_drop(x.mean(dim=1))  # average the frames' class tokens
-        return x if pre_logits else self.head(x)
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^cls_token|pos_embed|time_embed|patch_embed",
+            blocks=[(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        )
 
-    def convert_2d_state_dict(self, sd: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {k.replace("head.fc.", "head."): v for k, v in sd.items()}
-
-    def resize_2d_tensor(self, key: str, v: Tensor, target: Tensor) -> Tensor | None:
+    def resize_2d_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
         if key == "pos_embed":
-            n = int(round((v.shape[1] - 1) ** 0.5))
-            return torch.cat([v[:, :1], resample_2d(v[:, 1:], (n, n), self.grid)], dim=1)
+            return resample_2d(value, None, self.grid, num_prefix_tokens=1)  # the image grid -> ours
         return None
 
 
 # ------------------------------------------------------------------------------------- plug and play
-class _ShiftedTimmAttention(nn.Module):
-    """Wraps a timm attention module: shift its input over time, shift its output back.
-
-    Rows of ``x`` are ``(clip, frame, window)``-major: ``(B * T * nW, N, C)`` for Swin windows (``nW``
-    read from the image batch recorded by a pre-hook on the block), ``(B * T, prefix + P, C)`` for ViT.
-    """
-
-    def __init__(self, attn: nn.Module, num_frames: int, shift: ShiftKind, pattern, grid, prefix: int) -> None:
-        super().__init__()
-        self.attn = attn
-        self.num_frames, self.shift, self.pattern, self.grid, self.prefix = num_frames, shift, pattern, grid, prefix
-        self.images: int | None = None  # B * T, set by the block's pre-hook (Swin only)
-
-    def _move(self, x: Tensor, inverse: bool) -> Tensor:
-        T = self.num_frames
-        rows, N, C = x.shape
-        windows = rows // self.images if self.images else 1
-        x = x.reshape(-1, T, windows, N, C)  # (B, T, nW, N, C)
-        prefix, cells = x[:, :, :, : self.prefix], x[:, :, :, self.prefix :]
-        grid = self.grid or getattr(self.attn, "window_size", None)
-        if self.shift == "patch":
-            cells = patch_shift(cells, cell_offsets(self.pattern, grid), time_dim=1, cell_dim=3, inverse=inverse)
-        elif not inverse:
-            cells = channel_shift(cells, self.attn.num_heads, time_dim=1)
-        return torch.cat([prefix, cells], dim=3).reshape(rows, N, C)
-
-    def forward(self, x: Tensor, *args, **kwargs) -> Tensor:
-        out = self.attn(self._move(x, inverse=False), *args, **kwargs)
-        return self._move(out, inverse=True) if self.shift == "patch" else out
-
-
 def add_temporal_patch_shift(
     model: nn.Module,
     num_frames: int,
@@ -569,27 +528,31 @@ def add_temporal_patch_shift(
     """Add TPS to a timm Swin or ViT/DeiT image model in place (the paper's plug-and-play promise).
 
     The model then takes frames as a batch, clip-major: ``(B * T, C, H, W)`` with the ``T`` frames of
-    each clip contiguous (``rearrange(clip, "b c t h w -> (b t) c h w")``); average its per-frame
-    outputs over ``T`` for clip logits. Odd blocks (or all with ``alternate=False``) shift. The relative
-    position bias of a timm Swin does not travel with the patches (no shift RPE): use
-    :class:`PatchShiftSwin` for the paper's full model. Parameters and FLOPs are unchanged.
+    each clip contiguous (``rearrange(clip, "b c t h w -> (b t) c h w")``), at the size it was built
+    for; average its per-frame outputs over ``T`` for clip logits. Odd blocks (or all with
+    ``alternate=False``) shift: their ``attn`` becomes a :class:`TemporalShiftAttention` around the
+    original (whose weights move to ``attn.attn``). The relative position bias of a timm Swin does not
+    travel with the patches (no shift RPE): use :class:`PatchShiftSwin` for the paper's full model.
+    Parameters and FLOPs are unchanged.
     """
     if tps not in ("patch", "channel"):
         raise ValueError("tps must be 'patch' or 'channel'")
     if hasattr(model, "layers") and hasattr(model.layers[0], "blocks"):  # timm SwinTransformer
         for stage in model.layers:
-            kinds = block_shift_kinds(len(stage.blocks), tps, alternate)
-            for blk, kind in zip(stage.blocks, kinds):
-                if kind is None:
-                    continue
-                blk.attn = _ShiftedTimmAttention(blk.attn, num_frames, kind, pattern, None, 0)
-                blk.register_forward_pre_hook(lambda m, args: setattr(m.attn, "images", args[0].shape[0]))
+            for blk, kind in zip(stage.blocks, block_shift_kinds(len(stage.blocks), tps, alternate)):
+                if kind is not None:
+                    (H, W), (wh, ww) = blk.input_resolution, blk.window_size
+                    blk.attn = TemporalShiftAttention(
+                        blk.attn, kind=kind, num_heads=blk.attn.num_heads, pattern=pattern, grid=(wh, ww),
+                        num_frames=num_frames, windows=math.ceil(H / wh) * math.ceil(W / ww),
+                    )  # fmt: skip
     elif hasattr(model, "blocks") and hasattr(model, "patch_embed"):  # timm VisionTransformer / DeiT
-        grid = tuple(model.patch_embed.grid_size)
-        prefix = getattr(model, "num_prefix_tokens", 1)
         for blk, kind in zip(model.blocks, block_shift_kinds(len(model.blocks), tps, alternate)):
             if kind is not None:
-                blk.attn = _ShiftedTimmAttention(blk.attn, num_frames, kind, pattern, grid, prefix)
+                blk.attn = TemporalShiftAttention(
+                    blk.attn, kind=kind, num_heads=blk.attn.num_heads, pattern=pattern,
+                    grid=tuple(model.patch_embed.grid_size), prefix=model.num_prefix_tokens, num_frames=num_frames,
+                )  # fmt: skip
     else:
         raise TypeError(
             f"add_temporal_patch_shift supports timm SwinTransformer and VisionTransformer, got {type(model).__name__}"
@@ -626,7 +589,9 @@ def identify_released_tps(sd: Mapping[str, Tensor]) -> Recognised | None:
     ):
         return None
     arch = (int(embed.shape[0]), blocks_per_stage(backbone, r"layers\.(\d+)\.blocks\.(\d+)\."))
-    variant = next((n for n, a in (("pst_t", SWIN_T), ("pst_b", SWIN_B)) if a[:2] == arch), None)
+    variant = next(
+        (n for n, a in (("pst_t", _SWIN_T), ("pst_b", _SWIN_B)) if (a["embed_dim"], a["depths"]) == arch), None
+    )
     label = _RELEASE_LABELS.get(variant, f"TPS Swin (embed dim {arch[0]}, depths {arch[1]})")
     frames = _RELEASE_TOKEN_FRAMES * embed.shape[2]
     return Recognised(f"a released {label} checkpoint ({layout} layout, {frames}-frame clips)", variant, layout,
@@ -669,7 +634,7 @@ _NOT_PUBLISHED = ("not published in MartinXM/TPS (configs only); the README poin
 _SS_NOTE = ("paper Table 3, K400-pretrained, 3 crops x 1 clip; the table's rows are misaligned in our copy, read as "
             "IN-1K 1x1, IN-1K 3x1, K400 1x1, K400 3x1 per model")  # fmt: skip
 _SS = dict(sampling="uniform:32", pretrain="Kinetics-400", note=f"{_SS_NOTE}; {_NOT_PUBLISHED}")
-_DAGGER = "not in the release"
+_NO_DAGGER_RELEASE = "not in the release"
 
 
 def _paper(dataset, classes, top1, table, views, config=None, pretrain="IN-1K", note=_NOT_PUBLISHED, **kw):
@@ -686,73 +651,54 @@ RELEASED_WEIGHTS: dict[str, tuple[ReleasedWeights, ...]] = {
         _paper("Diving-48 V2", 48, 79.2, "Table 5", "1x3", "diving48", sampling="uniform:32"),
     ),
     "pst_b": (_paper("Kinetics-400", 400, 81.8, "Table 4", "4x3", pretrain="IN-21K"),),
-    "pst_t_dagger": (_paper("Kinetics-400", 400, 78.6, "Table 4", "4x3", note=_DAGGER),),
-    "pst_b_dagger": (_paper("Kinetics-400", 400, 82.5, "Table 4", "4x3", pretrain="IN-21K", note=_DAGGER),),
+    "pst_t_dagger": (_paper("Kinetics-400", 400, 78.6, "Table 4", "4x3", note=_NO_DAGGER_RELEASE),),
+    "pst_b_dagger": (_paper("Kinetics-400", 400, 82.5, "Table 4", "4x3", pretrain="IN-21K", note=_NO_DAGGER_RELEASE),),
     "deit_s_tps": (_paper("Kinetics-400", 400, 75.3, "Table 7", "not stated", num_frames=16, sampling="uniform:16",
                           note="the release has only a stale compiled DeiT wrapper; no weights"),),
 }  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------ variants
-def _swin_variant(dims_depths_heads, **defaults):
-    embed_dim, depths, heads = dims_depths_heads
-
-    def build(num_classes: int, num_frames: int, img_size: int, **kwargs) -> PatchShiftSwin:
-        args = dict(embed_dim=embed_dim, depths=depths, num_heads=heads, **defaults)
-        args.update(kwargs)
-        return PatchShiftSwin(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **args)
-
-    return build
-
-
-SWIN_T = (96, (2, 2, 6, 2), (3, 6, 12, 24))
-SWIN_B = (128, (2, 2, 18, 2), (4, 8, 16, 32))
-PST_NANO = (48, (2, 2, 2), (2, 4, 8))
-
-_K400 = dict(dataset="Kinetics-400", citation=CITATION)
-_PST = dict(num_frames=32, img_size=224, test_views="4x3", sampling="dense:32x2", min_input=(4, 64))
-
-for _name, _arch, _defaults, _ref in [
-    ("pst_t", SWIN_T, {}, PaperReference(28.5, 72, "mac", 400, "4x3", 78.2, pretrain="IN-1K", **_K400)),
-    ("pst_b", SWIN_B, {"drop_path_rate": 0.2}, PaperReference(
-        88.8, 247, "mac", 174, "4x3", 81.8, pretrain="IN-21K",
-        note="params as reported with the 174-class Something-Something head", **_K400)),
-    ("pst_t_dagger", SWIN_T, {"window": (2, 7, 7)}, PaperReference(
-        28.5, 74, "mac", 400, "4x3", 78.6, pretrain="IN-1K", note="temporal attention window 2", **_K400)),
-    ("pst_b_dagger", SWIN_B, {"window": (2, 7, 7), "drop_path_rate": 0.2}, PaperReference(
-        88.8, 252, "mac", 174, "4x3", 82.5, pretrain="IN-21K", note="temporal attention window 2", **_K400)),
-]:  # fmt: skip
-    register_model(ModelConfig(name=_name, paper=_ref, weights=RELEASED_WEIGHTS[_name], **_PST))(
-        _swin_variant(_arch, **_defaults)
-    )
-
-register_model(
-    ModelConfig(
-        name="pst_nano",
-        num_frames=16,
-        img_size=64,
-        test_views="2x1",
-        sampling="uniform:16",
-        min_input=(4, 32),
-        paper=None,
-    )
-)(_swin_variant(PST_NANO, window=(1, 4, 4), drop_path_rate=0.0, head_drop_rate=0.0))
-
-
-@register_model(
-    ModelConfig(
-        name="deit_s_tps",
-        num_frames=16,
-        img_size=224,
-        test_views="4x3",
-        sampling="uniform:16",
-        min_input=(4, 32),
-        weights=RELEASED_WEIGHTS["deit_s_tps"],
-        paper=PaperReference(
-            22, 74, "mac", 400, None, 75.3, pretrain="IN-1K",
-            note="16 frames match the reported 74 GFLOPs (the released wrapper is hard-wired to 8)", **_K400,
+def _k400(name: str, *, params_m: float, gflops: float, head: int, top1: float, pretrain: str, **paper) -> ModelConfig:
+    """A paper variant on Kinetics-400: 32 frames at 224, 4 clips x 3 crops; params with a ``head``-class head
+    (the paper reuses PST-T's with 400 classes and PST-B's with 174 in every table)."""
+    return ModelConfig(
+        name=name, num_frames=32, img_size=224, test_views="4x3", sampling="dense:32x2", min_input=(4, 64),
+        weights=RELEASED_WEIGHTS[name], paper=PaperReference(
+            params_m=params_m, gflops=gflops, params_head_classes=head, views="4x3", top1=top1, dataset="Kinetics-400",
+            pretrain=pretrain, citation=CITATION, **paper,
         ),
-    )
+    )  # fmt: skip
+
+
+_SWIN_T = dict(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))
+_SWIN_B = dict(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), drop_path_rate=0.2)
+_DAGGER = "temporal attention window 2"
+
+register_variants(
+    PatchShiftSwin,
+    [
+        Variant(_k400("pst_t", params_m=28.5, gflops=72, head=400, top1=78.2, pretrain="IN-1K"), _SWIN_T),
+        Variant(_k400("pst_b", params_m=88.8, gflops=247, head=174, top1=81.8, pretrain="IN-21K"), _SWIN_B),
+        Variant(_k400("pst_t_dagger", params_m=28.5, gflops=74, head=400, top1=78.6, pretrain="IN-1K", note=_DAGGER),
+                dict(_SWIN_T, window=(2, 7, 7))),
+        Variant(_k400("pst_b_dagger", params_m=88.8, gflops=252, head=174, top1=82.5, pretrain="IN-21K", note=_DAGGER),
+                dict(_SWIN_B, window=(2, 7, 7))),
+        Variant(ModelConfig(name="pst_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
+                            min_input=(4, 32)),
+                dict(embed_dim=48, depths=(2, 2, 2), num_heads=(2, 4, 8), window=(1, 4, 4), drop_path_rate=0.0,
+                     head_drop_rate=0.0)),
+    ],
 )  # fmt: skip
-def deit_s_tps(num_classes: int, num_frames: int, img_size: int, **kwargs) -> PatchShiftViT:
-    return PatchShiftViT(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **kwargs)
+
+register_variants(
+    PatchShiftViT,
+    [
+        Variant(ModelConfig(name="deit_s_tps", num_frames=16, img_size=224, test_views="4x3", sampling="uniform:16",
+                            min_input=(4, 32), weights=RELEASED_WEIGHTS["deit_s_tps"],
+                            paper=PaperReference(params_m=22, gflops=74, params_head_classes=400, top1=75.3,
+                                                 dataset="Kinetics-400", pretrain="IN-1K", citation=CITATION,
+                                                 tolerance=0.03, note="16 frames match the reported 74 GFLOPs (the "
+                                                 "released wrapper is hard-wired to 8)"))),
+    ],
+)  # fmt: skip

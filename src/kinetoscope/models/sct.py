@@ -86,6 +86,11 @@ Choices where the paper is silent
 * **Ablations** (Table 5 and Sec. 4): ``shift_frames=0`` is the standard MSA, ``shift_layers`` the number
   of shifted MSA layers per block, ``clip_depth`` the clip encoder's layers, ``lsh=False`` replaces the
   hashing by full attention with the same projections.
+* **Paper numbers**: params and GMACs (linear layers only) are held to Table 3 within 5 %: a
+  reconstruction whose per-block widths are our choice (see "Stage widths").
+* **Features and head**: ``forward_features`` returns the frame encoder's tokens ``(B, T, 1 + h w, C)``
+  ([CLS] first); the clip encoder (Eq. 8) over the frames' [CLS] is the head's pooling, as timm's
+  attention-pooling heads.
 """
 
 from __future__ import annotations
@@ -103,15 +108,16 @@ from ..layers import (
     attention,
     check_video_input,
     drop_path_schedule,
+    geometry_buffer,
     pad_to_multiple,
     resample_1d,
+    window_padding_bias,
     window_partition,
     window_reverse,
 )
-from ..layers.windows import MASK_VALUE
-from ._base import VideoModel, init_weights_trunc_normal
+from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal
 from ._config import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, PaperReference
-from ._registry import register_model
+from ._registry import Variant, register_variants
 
 CITATION = (
     "Zha, Zhu, Lv, Yang, Liu, Shifted Chunk Transformer for Spatio-Temporal Representational Learning, NeurIPS 2021"
@@ -145,24 +151,18 @@ class ImageChunkAttention(nn.Module):
     is masked out as keys.
     """
 
-    def __init__(self, dim: int, depth: int, num_heads: int, chunk: int, mlp_ratio: float, dpr: Sequence[float]):
+    no_weight_decay_names = ("pos_embed",)
+
+    def __init__(
+        self, dim: int, *, depth: int, num_heads: int, chunk: int, mlp_ratio: float, dpr: Sequence[float]
+    ) -> None:
         super().__init__()
         self.chunk = chunk
         self.pos_embed = nn.Parameter(torch.zeros(1, chunk * chunk, dim))  # shared by all chunks (Eq. 1)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         self.blocks = nn.ModuleList(
-            PreNormBlock(dim, Attention(dim, num_heads), mlp_ratio, dpr[i]) for i in range(depth)
+            PreNormBlock(dim, Attention(dim, num_heads), mlp_ratio=mlp_ratio, drop_path=dpr[i]) for i in range(depth)
         )
-
-    def padding_bias(self, H: int, W: int, batch: int, device) -> Tensor | None:
-        """``(batch * nC, 1, 1, L)`` additive key mask for zero-padded border chunks, or None."""
-        c = self.chunk
-        if H % c == 0 and W % c == 0:
-            return None
-        real = pad_to_multiple(torch.ones(1, 1, H, W, 1, device=device), (c, c), (2, 3))
-        real = window_partition(real, (1, c, c)).squeeze(-1)  # (nC, L)
-        bias = (1.0 - real) * MASK_VALUE
-        return bias.repeat(batch, 1)[:, None, None, :]
 
     def forward(self, x: Tensor, run_blocks) -> Tensor:
         B, H, W, C = x.shape
@@ -170,7 +170,9 @@ class ImageChunkAttention(nn.Module):
         x = pad_to_multiple(x, (c, c), (1, 2)).unsqueeze(1)  # (B, 1, H', W', C)
         size = x.shape[1:4]
         chunks = window_partition(x, (1, c, c)) + self.pos_embed  # (B*nC, L, C)
-        chunks = run_blocks(self.blocks, chunks, self.padding_bias(H, W, B, x.device))
+        # additive key mask of zero-padded border chunks, (nC, 1, 1, L) -> (B*nC, 1, 1, L); None if unpadded
+        bias = geometry_buffer(self, f"pad_bias_{H}x{W}", lambda: window_padding_bias((1, H, W), (1, c, c)), x.device)
+        chunks = run_blocks(self.blocks, chunks, bias.repeat(B, 1, 1, 1) if bias is not None else None)
         return window_reverse(chunks, (1, c, c), size)[:, 0, :H, :W]
 
 
@@ -193,6 +195,7 @@ class FrameEncoderBlock(nn.Module):
         self,
         dim: int,
         out_dim: int,
+        *,
         depth: int,
         heads: Sequence[int],
         chunk: int,
@@ -208,16 +211,21 @@ class FrameEncoderBlock(nn.Module):
     ) -> None:
         super().__init__()
         chunk_heads, lsh_heads, shift_heads = heads
-        self.chunk_attn = ImageChunkAttention(dim, depth, chunk_heads, chunk, mlp_ratio, dpr[:depth])
+        self.chunk_attn = ImageChunkAttention(
+            dim, depth=depth, num_heads=chunk_heads, chunk=chunk, mlp_ratio=mlp_ratio, dpr=dpr[:depth]
+        )
         lsh_attn = LSHAttention(dim, lsh_heads, bucket_size, n_hashes, seed=seed, full_attention=not lsh)
-        self.lsh = PreNormBlock(dim, lsh_attn, mlp_ratio, dpr[depth])
+        self.lsh = PreNormBlock(dim, lsh_attn, mlp_ratio=mlp_ratio, drop_path=dpr[depth])
         self.pool = LinearPooling(dim, out_dim)
         # the frame [CLS] of the previous block, projected to this width (None: block 0 brings its own)
         self.cls_proj = nn.Linear(cls_in_dim, out_dim) if cls_in_dim is not None else None
         self.shifted = nn.ModuleList(
-            PreNormBlock(out_dim, ShiftedAttention(out_dim, shift_heads, shift_frames), mlp_ratio, dpr[depth + 1 + i])
+            PreNormBlock(
+                out_dim, ShiftedAttention(out_dim, shift_heads, shift_frames), mlp_ratio=mlp_ratio,
+                drop_path=dpr[depth + 1 + i],
+            )
             for i in range(shift_layers)
-        )
+        )  # fmt: skip
 
     def forward(self, x: Tensor, cls: Tensor, num_frames: int, run_blocks) -> tuple[Tensor, Tensor]:
         """``x (B*T, H, W, C)``, ``cls (B*T or 1, C_cls)`` -> ``(B*T, H/2, W/2, C_out)``, ``(B*T, C_out)``."""
@@ -239,6 +247,8 @@ class ShiftedChunkTransformer(VideoModel):
     ``dims``: the token width entering each block and after the last pooling (5 values);
     ``heads``: (chunk attention, LSH, shifted MSA, clip encoder) as Table 3.
     """
+
+    no_weight_decay_names = ("cls_token", "clip_cls_token", "clip_pos_embed")
 
     def __init__(
         self,
@@ -269,7 +279,7 @@ class ShiftedChunkTransformer(VideoModel):
             raise ValueError(f"dims needs 5 widths (4 blocks + after the last pooling), heads 4; got {dims}, {heads}")
         if shift_layers < 1 or shift_frames < 0:
             raise ValueError(f"shift_layers must be >= 1 and shift_frames >= 0, got {shift_layers}, {shift_frames}")
-        self.num_classes, self.in_chans, self.num_frames = num_classes, in_chans, num_frames
+        self.in_chans, self.num_frames = in_chans, num_frames
         self.patch_size = patch_size
         self.patch_embed = nn.Linear(in_chans * patch_size * patch_size, dims[0])  # E (Eq. 1)
         per_block = depth + 1 + shift_layers
@@ -277,22 +287,25 @@ class ShiftedChunkTransformer(VideoModel):
         self.cls_token = nn.Parameter(torch.zeros(1, dims[1]))
         self.blocks = nn.ModuleList(
             FrameEncoderBlock(
-                dims[b], dims[b + 1], depth, heads[:3], chunk_size, mlp_ratio, dpr[b * per_block : (b + 1) * per_block],
-                shift_frames, shift_layers, bucket_size, n_hashes, lsh, lsh_seed + b, dims[b] if b > 0 else None,
+                dims[b], dims[b + 1], depth=depth, heads=heads[:3], chunk=chunk_size, mlp_ratio=mlp_ratio,
+                dpr=dpr[b * per_block : (b + 1) * per_block], shift_frames=shift_frames, shift_layers=shift_layers,
+                bucket_size=bucket_size, n_hashes=n_hashes, lsh=lsh, seed=lsh_seed + b,
+                cls_in_dim=dims[b] if b > 0 else None,
             )
             for b in range(4)
         )  # fmt: skip
+        self.num_intermediates = len(self.blocks)
         self.frame_embed = nn.Linear(dims[4], clip_dim)  # E' (Eq. 8)
         self.clip_cls_token = nn.Parameter(torch.zeros(1, 1, clip_dim))
         self.clip_pos_embed = nn.Parameter(torch.zeros(1, num_frames + 1, clip_dim))
         self.clip_blocks = nn.ModuleList(
-            PreNormBlock(clip_dim, Attention(clip_dim, heads[3]), clip_mlp_ratio, dpr[4 * per_block + i])
+            PreNormBlock(
+                clip_dim, Attention(clip_dim, heads[3]), mlp_ratio=clip_mlp_ratio, drop_path=dpr[4 * per_block + i]
+            )
             for i in range(clip_depth)
         )
-        self.num_features = clip_dim
         self.norm = nn.LayerNorm(clip_dim)
-        self.head_drop = nn.Dropout(head_drop_rate)
-        self.head = nn.Linear(clip_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.init_head(clip_dim, num_classes, head_drop_rate)
         for p in (self.cls_token, self.clip_cls_token, self.clip_pos_embed):
             nn.init.trunc_normal_(p, std=0.02)
         self.apply(init_weights_trunc_normal)
@@ -310,60 +323,70 @@ class ShiftedChunkTransformer(VideoModel):
         x = rearrange(x, "b c t (h p1) (w p2) -> (b t) h w (p1 p2 c)", p1=p, p2=p)
         return self.patch_embed(x)
 
-    def forward_frames(self, x: Tensor) -> Tensor:
-        """Frame encoder: ``(B, C, T, H, W) -> (B, T, dims[4])`` frame [CLS] features."""
+    def forward_stages(self, x: Tensor, taps: FeatureTaps | None = None) -> Tensor | None:
+        """Frame encoder: block outputs; the features are the last block's ``(B, T, 1 + h w, dims[4])``,
+        every frame's [CLS] first."""
         check_video_input(x, self.in_chans, type(self).__name__)
-        B, _, T = x.shape[:3]
-        x = self.embed_patches(x)
+        T = x.shape[2]
+        x = self.embed_patches(x)  # (B*T, H/4, W/4, D)
         cls = self.cls_token  # (1, C), broadcast to every frame by the first block
-        for blk in self.blocks:
+        for b, blk in enumerate(self.blocks):
             x, cls = blk(x, cls, T, self.run_blocks)
-        return cls.reshape(B, T, -1)
+            if (x := self.tap(taps, b, x, "(b t) h w c", t=T)) is None:
+                return None
+        tokens = torch.cat([cls[:, None], x.flatten(1, 2)], dim=1)  # (B*T, 1 + h*w, C)
+        return rearrange(tokens, "(b t) n c -> b t n c", t=T)
 
-    def forward_features(self, x: Tensor) -> Tensor:
-        """``(B, C, T, H, W) -> (B, clip_dim)``: the clip [CLS] after the clip encoder and LayerNorm."""
-        frames = self.frame_embed(self.forward_frames(x))  # (B, T, D')
+    def pool(self, x: Tensor) -> Tensor:
+        """Clip encoder (Eq. 8) over the frames' [CLS]: ``(B, T, 1 + h w, C) -> (B, clip_dim)``."""
+        frames = self.frame_embed(x[:, :, 0])  # (B, T, D')
         B, T, _ = frames.shape
         tokens = torch.cat([self.clip_cls_token.expand(B, -1, -1), frames], dim=1)
         tokens = tokens + resample_1d(self.clip_pos_embed, T + 1)
         tokens = self.run_blocks(self.clip_blocks, tokens)
         return self.norm(tokens[:, 0])
 
-    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return dict(
+            stem=r"^patch_embed|cls_token",
+            blocks=[(r"^blocks\.(\d+)", None)],
+            clip=[
+                (r"^frame_embed|clip_cls_token|clip_pos_embed", (0,)),
+                (r"^clip_blocks\.(\d+)", None),
+                (r"^norm", (99999,)),
+            ],
+        )
 
 
 # ------------------------------------------------------------------------------------------ variants
-_VARIANTS = {
-    #           dims (b0..b3, after b3)      M  heads (chunk, LSH, shift, clip)  params M  GFLOPs  top-1 K400
-    "sct_s": ((96, 144, 144, 312, 624), 4, (4, 6, 8, 8), 18.72, 88.18, 78.4),
-    "sct_m": ((128, 128, 128, 416, 832), 6, (4, 8, 8, 8), 33.48, 162.90, 81.3),
-    "sct_l": ((192, 288, 288, 576, 1152), 4, (4, 6, 8, 8), 59.89, 342.58, 83.0),
-}
+def _k400(name: str, *, params_m: float, gflops: float, top1: float) -> ModelConfig:
+    """A Table 3 variant: 24 frames at 224, 4 clips x 3 crops, ImageNet-21K pretraining; GFLOPs count linear layers
+    only; params and GFLOPs held to 5 % (a reconstruction, module docstring)."""
+    return ModelConfig(
+        name=name, num_frames=24, img_size=224, mean=INCEPTION_MEAN, std=INCEPTION_STD, test_views="4x3",
+        sampling="dense:24x6", min_input=(4, 32),
+        paper=PaperReference(
+            params_m=params_m, gflops=gflops, flop_convention="mac_no_attn", params_head_classes=400, views="4x3",
+            top1=top1, dataset="Kinetics-400", pretrain="IN-21K", citation=CITATION, tolerance=0.05,
+            note="GFLOPs: linear layers only, attention matmuls not counted",
+        ),
+    )  # fmt: skip
 
 
-def _builder(dims, depth, heads, **defaults):
-    def build(num_classes: int, num_frames: int, img_size: int, **kwargs) -> ShiftedChunkTransformer:
-        args = dict(dims=dims, depth=depth, heads=heads, **defaults)
-        args.update(kwargs)
-        return ShiftedChunkTransformer(num_classes=num_classes, num_frames=num_frames, img_size=img_size, **args)
-
-    return build
-
-
-for _name, (_dims, _depth, _heads, _params, _gflops, _top1) in _VARIANTS.items():
-    register_model(
-        ModelConfig(
-            name=_name, num_frames=24, img_size=224, mean=INCEPTION_MEAN, std=INCEPTION_STD, test_views="4x3",
-            sampling="dense:24x6", min_input=(4, 32),
-            paper=PaperReference(_params, _gflops, "mac_no_attn", 400, "4x3", _top1, "Kinetics-400", "IN-21K",
-                                 CITATION, note="GFLOPs: linear layers only, attention matmuls not counted"),
-        )
-    )(_builder(_dims, _depth, _heads))  # fmt: skip
-
-register_model(
-    ModelConfig(name="sct_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                test_views="2x1", sampling="uniform:16", min_input=(4, 32))
-)(_builder((32, 48, 64, 96, 192), 1, (2, 2, 4, 4), chunk_size=4, clip_dim=64, clip_depth=1, bucket_size=16,
-           n_hashes=2, drop_path_rate=0.0, head_drop_rate=0.0))  # fmt: skip
+# dims: widths entering blocks 0-3 and after the last pooling ("Stage widths"); depth M; heads (chunk, LSH,
+# shifted MSA, clip encoder) as Table 3
+register_variants(
+    ShiftedChunkTransformer,
+    [
+        Variant(_k400("sct_s", params_m=18.72, gflops=88.18, top1=78.4),
+                dict(dims=(96, 144, 144, 312, 624), depth=4, heads=(4, 6, 8, 8))),
+        Variant(_k400("sct_m", params_m=33.48, gflops=162.90, top1=81.3),
+                dict(dims=(128, 128, 128, 416, 832), depth=6, heads=(4, 8, 8, 8))),
+        Variant(_k400("sct_l", params_m=59.89, gflops=342.58, top1=83.0),
+                dict(dims=(192, 288, 288, 576, 1152), depth=4, heads=(4, 6, 8, 8))),
+        Variant(ModelConfig(name="sct_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
+                            test_views="2x1", sampling="uniform:16", min_input=(4, 32)),
+                dict(dims=(32, 48, 64, 96, 192), depth=1, heads=(2, 2, 4, 4), chunk_size=4, clip_dim=64, clip_depth=1,
+                     bucket_size=16, n_hashes=2, drop_path_rate=0.0, head_drop_rate=0.0)),
+    ],
+)  # fmt: skip
