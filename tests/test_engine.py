@@ -122,8 +122,10 @@ def test_two_process_accumulation_with_no_sync_matches_one_big_batch(tiny_data, 
     assert len(one) == len(two) == 4
     np.testing.assert_allclose(two, one, rtol=1e-4, atol=1e-5)
     a, b = ckpt.load(tmp_path / "one/last.pth")["model"], ckpt.load(tmp_path / "two/last.pth")["model"]
+    # AdamW divides by sqrt(v): where a gradient is near zero, summation-order noise moves an update by a
+    # visible fraction of lr (seen: 1.6e-5 on 1 of 36864 weights); a wrong no_sync moves many by ~lr (1e-3)
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-4)
 
 
 def test_logged_loss_under_accumulation_is_the_mean_of_the_micro_batches(tiny_data, tmp_path):
