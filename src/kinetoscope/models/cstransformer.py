@@ -330,6 +330,11 @@ class CSTransformer(VideoModel):
             return resample_2d(value, None, self.grid, num_prefix_tokens=1)  # the image grid -> ours
         return None
 
+    def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        if key == "time_embed":  # (1, T, 1, C)
+            return resample_1d(value[:, :, 0], target.shape[1])[:, :, None]
+        return super().resample_tensor(key, value, target)
+
 
 # ------------------------------------------------------------------------------------------ variants
 def _k400(name: str, *, gflops: float, top1: float, note: str = "") -> ModelConfig:

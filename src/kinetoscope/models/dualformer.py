@@ -361,6 +361,10 @@ class DualFormer(VideoModel):
                 return None
         return self.norm(x)
 
+    @property
+    def frames_per_image(self) -> int:
+        return self.strides[0][0]  # the patch embedding's temporal stride
+
     def group_matcher(self, coarse: bool = False) -> dict:
         return stage_group_matcher(r"^stages\.0\.patch_embed", "stages", r"(?:patch_embed|peg)", coarse)
 

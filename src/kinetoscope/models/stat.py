@@ -526,6 +526,17 @@ class STAT(VideoModel):
             return self.norm(frames).mean(dim=1)
         return self.norm(self.checkpointed(self.temporal_agg, frames))[:, 0]  # the video class token
 
+    @property
+    def frames_per_image(self) -> int:
+        return self.stem_stride[0]
+
+    def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        if key == "pos_embed_temporal":  # (1, n_t, C)
+            return resample_1d(value, target.shape[1])
+        if key == "pos_embed_spatial":  # (1, h w, C) of a square grid
+            return resample_2d(value, None, self.grid)
+        return super().resample_tensor(key, value, target)
+
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(
             stem=r"^cls_token|pos_embed|stem",
