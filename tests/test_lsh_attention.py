@@ -1,6 +1,7 @@
 """LSH attention's fast and export paths against the reference path (the step-by-step definition)."""
 
 import importlib
+import itertools
 import math
 
 import pytest
@@ -106,23 +107,24 @@ def test_fast_hash_equals_the_definition_including_ties():
     assert (fast_hash_buckets(x, rot, 10)[:, :, :, :4] == 0).all()  # ties go to the first bucket
 
 
-@pytest.mark.parametrize("n_hashes", [2, 3, 4, 5, 6, 8])
-@pytest.mark.parametrize("first", [0, 1])
-def test_log_count_polynomial_hits_the_log_at_every_count(n_hashes, first):
-    coefficients = lsh._log_count_coefficients(n_hashes, first)
-    if coefficients is None:  # too many rounds for float32: the caller falls back to the log
-        assert n_hashes >= 4
-        return
-    for s in range(n_hashes - first + 1):
-        x, value = torch.tensor(float(s)), torch.tensor(coefficients[-1])
-        for a in coefficients[-2::-1]:  # Horner in float32, as the bias is built
-            value = value * x + a
-        assert abs(float(value) + math.log(max(s + first, 1))) < 1e-6, (s, float(value))
-
-
-def test_log_count_polynomial_covers_the_usual_round_counts():
-    assert all(lsh._log_count_coefficients(r, 1) is not None for r in (2, 3, 4))  # SCT: 4, nano: 2
-    assert lsh._log_count_coefficients(8, 1) is None
+@pytest.mark.parametrize("n_hashes", [1, 2, 4, 7])
+@pytest.mark.parametrize("across", [False, True])
+@pytest.mark.parametrize("functional", [False, True])
+def test_bias_from_codes_equals_the_pairwise_definition(n_hashes, across, functional):
+    g = torch.Generator().manual_seed(n_hashes)
+    n_buckets, c = 3, 5  # few buckets: many pairs share one in several rounds
+    q_ids = torch.randint(0, n_buckets + 1, (n_hashes, 2, 4, c), generator=g, dtype=torch.uint8)
+    k_ids = torch.cat([q_ids, q_ids.roll(1, dims=2)], dim=-1)  # the look-back window, as the fast path builds it
+    bias = lsh.duplicate_corrected_bias(q_ids, k_ids, n_buckets, across, torch.float32, functional)
+    want = torch.empty(2, 4, c, 2 * c)
+    for idx in itertools.product(range(2), range(4), range(c), range(2 * c)):
+        q, k = q_ids[(slice(None), *idx[:3])], k_ids[(slice(None), *idx[:2], idx[3])]
+        count = int((q == k).sum())  # rounds in which the pair shares a bucket
+        visible = k[0] != n_buckets if across else q[0] == k[0]
+        want[idx] = -math.log(max(count, 1)) if visible else lsh.MASK_VALUE
+        if idx[3] == idx[2]:  # the query's own key
+            want[idx] = lsh.SELF_MASK_VALUE
+    torch.testing.assert_close(bias, want, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("impl", ["fast", "export"])

@@ -21,7 +21,7 @@ Three paths compute this one function (``impl``): ``"reference"`` (:func:`lsh_at
 the definition step by step: a gather per round, explicit float32 logits and masks), ``"fast"`` and
 ``"export"``. The fast path sorts all rounds in one call, gathers rows once, builds each chunk's additive
 bias (bucket mask, duplicate correction, self mask) from small integer bucket ids, and attends on
-contiguous ``(chunk, 2 * chunk)`` blocks in the input dtype, slab by slab so the bias stays in cache. When
+contiguous ``(chunk, 2 * chunk)`` blocks in the input dtype, slab by slab to bound the bias memory. When
 no gradient is needed it runs PyTorch's CPU flash-attention kernel, which (unlike
 ``F.scaled_dot_product_attention``) returns the per-round log-sum-exp the merge needs; otherwise an
 explicit softmax that autograd differentiates. ``"export"`` is the explicit path in operators that
@@ -31,7 +31,6 @@ explicit softmax that autograd differentiates. ``"export"`` is the explicit path
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 
 import torch
@@ -41,7 +40,10 @@ from torch import Tensor, nn
 SELF_MASK_VALUE = -1e5  # Reformer: attend to yourself only if no other key is visible
 MASK_VALUE = -1e9  # keys of another bucket or padding
 IMPLS = ("fast", "export", "reference")
-SLAB_ELEMENTS = 1 << 20  # bias entries per slab of the fast path: its bias and logits stay in cache
+# Bias entries per slab of the fast path (16 MiB in float32): bounds the bias memory, stays below glibc's
+# largest mmap threshold (32 MiB) so a freed slab is reused without page faults, and keeps each operator
+# large enough that multi-threaded kernels amortise their start (1 MiB slabs were 3x slower on 2 threads).
+SLAB_ELEMENTS = 1 << 22
 _FUSED_OP = "_scaled_dot_product_flash_attention_for_cpu"  # returns (out, logsumexp)
 
 
@@ -135,7 +137,7 @@ def lsh_attention(
     rows = n_chunks * c * k_s.shape[2]  # bias entries of one (batch, head, round)
     step = G if impl == "export" else max(1, SLAB_ELEMENTS // rows)
     outs, lses = [], []
-    for g in range(0, G, step):  # slabs keep each bias and its logits in cache
+    for g in range(0, G, step):  # slabs of (batch, head, round) rows
         part = slice(g, g + step)
         bias = duplicate_corrected_bias(
             q_ids[:, part], k_ids[:, part], n_buckets, attend_across_buckets, q_s.dtype, impl == "export"
@@ -206,11 +208,12 @@ def duplicate_corrected_bias(
     key ``SELF_MASK_VALUE`` (added to its logit rather than replacing it: the result is the same, since
     either way it only counts when nothing else is visible, and then it is the whole softmax).
 
-    Why it is written this way: on the CPU a broadcast ``==``, bool -> float conversions and ``log`` run an
-    order of magnitude slower than a broadcast subtraction of small integers, ``logical_not`` (which is
-    ``== 0``), uint8 -> float and float multiply-adds. So pairs are compared and counted in uint8, and
-    ``-log(count)`` of the few possible counts is a polynomial through them (:func:`_log_count_coefficients`).
-    ``functional`` sets the diagonal without writing into a view (``torch.export`` needs that).
+    Why it is written this way: the bias is as large as the attention matrix, and on the CPU its cost
+    is the memory written and read. Each pair gets a one-byte code (``visible + 2 * shared rounds``,
+    the query's own key a code of its own), computed with broadcast subtractions of small integers and
+    ``logical_not`` (which is ``== 0``; a broadcast ``==`` is an order of magnitude slower), and one table
+    look-up turns the codes into the bias: about 40 bytes of memory traffic per entry instead of ~150.
+    ``functional`` avoids writes into views and dtype views (``torch.export`` needs that).
     """
     c, w = q_ids.shape[-1], k_ids.shape[-1]
     n_hashes = q_ids.shape[0]
@@ -221,53 +224,30 @@ def duplicate_corrected_bias(
     def same_bucket(o: int) -> Tensor:  # (..., c, w) uint8: 1 where the pair shares round o's bucket
         return as_uint8(torch.logical_not(q_ids[o].unsqueeze(-1) - k_ids[o].unsqueeze(-2)))
 
-    if attend_across_buckets:  # only padding is hidden; every pair's count is clamped to >= 1
-        hidden = (k_ids[0] == n_buckets).unsqueeze(-2).float()  # (..., 1, w)
-        first = 0
-    else:  # the sorting round's bucket decides; the count of a visible pair is 1 + the other rounds
-        hidden = as_uint8(torch.logical_not(same_bucket(0))).float()
-        first = 1
-    if n_hashes == first:  # nothing to count
-        bias = (hidden * MASK_VALUE).expand(*q_ids.shape[1:], w).contiguous()
-    else:
-        shared = same_bucket(first)  # rounds sharing the pair's bucket, the sorting round excluded if `first`
-        for o in range(first + 1, n_hashes):
-            shared += same_bucket(o)
-        coefficients = _log_count_coefficients(n_hashes, first)
-        if coefficients is None:
-            bias = (shared + first).float().clamp_min_(1).log_().neg_()
-        else:  # Horner
-            x = shared.float()
-            bias = x * coefficients[-1]
-            for a in coefficients[-2:0:-1]:
-                bias.add_(a).mul_(x)
-            bias.add_(coefficients[0])
-        bias.add_(hidden, alpha=MASK_VALUE)
+    if attend_across_buckets:  # only padding is hidden; every round counts, at least once
+        visible = as_uint8(k_ids[0] != n_buckets).unsqueeze(-2)
+        code, first = visible + 2 * same_bucket(0), 1
+    else:  # the sorting round decides; a visible pair's count is 1 + the other rounds
+        code, first = same_bucket(0), 1
+    for o in range(first, n_hashes):
+        code = code + 2 * same_bucket(o) if functional else code.add_(same_bucket(o), alpha=2)
+    own = 2 * n_hashes + 2  # above every count code
     if functional:
-        own = torch.eye(c, w, dtype=torch.bool, device=bias.device)
-        bias = torch.where(own, torch.full((), SELF_MASK_VALUE, device=bias.device), bias)
+        code = torch.where(torch.eye(c, w, dtype=torch.bool, device=code.device), own, code)
     else:
-        bias[..., :c].diagonal(dim1=-2, dim2=-1).fill_(SELF_MASK_VALUE)
-    return bias.to(dtype)
+        code[..., :c].diagonal(dim1=-2, dim2=-1).fill_(own)
+    return F.embedding(code.int(), _bias_table(n_hashes, attend_across_buckets, dtype, code.device)).squeeze(-1)
 
 
-@functools.cache
-def _log_count_coefficients(n_hashes: int, first: int) -> tuple[float, ...] | None:
-    """Coefficients ``a_0..a_n`` of the polynomial through ``(s, -log(max(s + first, 1)))``, ``s = 0..n``.
-
-    ``s`` counts the rounds in which a pair shares a bucket (without the sorting round when ``first``
-    is 1). Returned only if Horner's rule in float32 stays within 1e-6 of the log at every node (up to
-    about 6 rounds); otherwise None and the caller takes the log.
-    """
-    n = n_hashes - first  # largest count
-    nodes = torch.arange(n + 1, dtype=torch.float64)
-    values = -(nodes + first).clamp_min(1).log()
-    coefficients = torch.linalg.solve(nodes[:, None] ** torch.arange(n + 1, dtype=torch.float64), values)
-    x = nodes.float()
-    horner = torch.full_like(x, coefficients[-1].item())
-    for a in coefficients.flip(0)[1:].tolist():
-        horner = horner * x + a
-    return tuple(coefficients.tolist()) if (horner.double() - values).abs().max() <= 1e-6 else None
+def _bias_table(n_hashes: int, attend_across_buckets: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(2 R + 3, 1)`` bias per code of :func:`duplicate_corrected_bias`: even codes hidden, odd codes
+    ``1 + 2 s`` visible (``s`` rounds sharing the bucket besides the sorting round, or all rounds when
+    attending across buckets), the last the query's own key."""
+    table = torch.full((2 * n_hashes + 3, 1), MASK_VALUE, dtype=torch.float64)
+    for s in range(n_hashes + 1):
+        table[1 + 2 * s] = -math.log(max(s, 1) if attend_across_buckets else s + 1)
+    table[-1] = SELF_MASK_VALUE
+    return table.to(device, dtype)
 
 
 def chunk_attention(
