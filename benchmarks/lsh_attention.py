@@ -113,7 +113,7 @@ def main() -> None:
     lines = [
         "# LSH attention",
         "",
-        f"`{cmd}`; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"`{cmd}`; {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch "
         f"{torch.__version__}; {'process CPU time' if a.clock == 'cpu' else 'wall time'} in ms, median of {a.repeats} "
         "interleaved repeats after a warm-up (spread = (max - min) / median); every path and dtype of a table timed "
         "round-robin in one process.",
