@@ -1,12 +1,15 @@
-"""What LSH attention buys: SCT's image LSH layer with hashing vs the same layer with full attention.
+"""LSH attention: the fast path against the reference path, and what hashing buys over full attention.
 
-The SCT paper motivates its image LSH attention by memory: a 224 frame has 56 x 56 = 3136 tiny-patch
-tokens, and full attention over them is quadratic. We time one layer (SCT-S block 0: width 96, 6 heads,
-bucket 64, 4 hash rounds) with and without hashing, side by side (interleaved repeats, medians), and
-count the attention-matrix entries each materialises; then the whole SCT-S with either attention.
-Writes docs/benchmarks/lsh_attention.md.
+1. One image LSH layer of SCT-S (block 0: width 96, 6 heads, bucket 64, 4 hash rounds, eval mode) on the
+   3136 tokens of a 224 frame: ``impl="reference"`` (the step-by-step definition), ``"fast"`` and
+   ``"export"``, fp32 and bf16 autocast, all timed round-robin in one process.
+2. The same layer with hashing (fast path) and with full attention (same weights) over N tokens, and the
+   attention-matrix entries each materialises.
+3. The whole SCT-S at 24x224 (``--frames``) with the reference and the fast LSH path, fp32 and bf16.
 
-    python benchmarks/lsh_attention.py [--device cuda] [--repeats 5]
+Medians of interleaved repeats (spread = (max - min) / median). Writes docs/benchmarks/lsh_attention.md.
+
+    python benchmarks/lsh_attention.py [--repeats 5] [--frames 24] [--tokens 784 3136]
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ from __future__ import annotations
 import argparse
 import math
 import platform
+import sys
 from pathlib import Path
 
 import torch
 
 from kinetoscope import create_model
 from kinetoscope.layers.lsh_attention import LSHAttention
-from kinetoscope.profiling import compare_latency
 
-DIM, HEADS, BUCKET, HASHES = 96, 6, 64, 4
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import interleaved_ms, median_and_spread  # noqa: E402
+
+DIM, HEADS, BUCKET, HASHES, TOKENS = 96, 6, 64, 4, 3136
 
 
 def attention_entries(n: int, lsh: bool) -> int:
@@ -30,59 +36,124 @@ def attention_entries(n: int, lsh: bool) -> int:
     return HEADS * HASHES * math.ceil(n / BUCKET) * BUCKET * 2 * BUCKET if lsh else HEADS * n * n
 
 
+def call(module: torch.nn.Module, x: torch.Tensor, dtype: str):
+    def run():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
+            module(x)
+
+    return run
+
+
+def set_impl(model: torch.nn.Module, impl: str) -> torch.nn.Module:
+    for m in model.modules():
+        if isinstance(m, LSHAttention):
+            m.impl = impl
+    return model
+
+
+def summary(times: dict, key) -> str:
+    ms, spread = median_and_spread(times[key])
+    return f"{ms:.1f} ({spread:.0%})"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--tokens", type=int, nargs="+", default=[784, 3136, 6272, 12544])
-    ap.add_argument("--frames", type=int, default=2, help="frames of the whole-model comparison (224 crop)")
+    ap.add_argument("--frames", type=int, default=24, help="frames of the whole-model comparison (224 crop)")
+    ap.add_argument("--model-repeats", type=int, default=3)
     ap.add_argument("--out", default="docs/benchmarks/lsh_attention.md")
     a = ap.parse_args()
     torch.manual_seed(0)
+    impls = ("reference", "fast", "export")
+    dtypes = ("fp32", "bf16")
+
+    # 1. one layer, three paths, two dtypes
+    x = torch.randn(1, TOKENS, DIM)
+    layers = {impl: LSHAttention(DIM, HEADS, BUCKET, HASHES, impl=impl).eval() for impl in impls}
+    for layer in layers.values():
+        layer.load_state_dict(layers["reference"].state_dict())
+    layer_runs = {(impl, d): call(layers[impl], x, d) for impl in impls for d in dtypes}
+    layer_times = interleaved_ms(layer_runs, a.repeats)
+    for key in layer_runs:
+        print("layer", key, summary(layer_times, key), flush=True)
+
+    # 2. hashing vs full attention over N tokens
     rows = []
     for n in a.tokens:
-        lsh = LSHAttention(DIM, HEADS, BUCKET, HASHES)
-        full = LSHAttention(DIM, HEADS, full_attention=True)
+        lsh = LSHAttention(DIM, HEADS, BUCKET, HASHES).eval()
+        full = LSHAttention(DIM, HEADS, full_attention=True).eval()
         full.load_state_dict(lsh.state_dict())
-        timed = compare_latency({"lsh": lsh, "full": full}, (1, n, DIM), a.device, "fp32", a.repeats)
-        rows.append((n, timed["lsh"][0], timed["full"][0], attention_entries(n, True), attention_entries(n, False)))
-        print(f"N={n:6d}  LSH {timed['lsh'][0]:8.1f} ms  full {timed['full'][0]:8.1f} ms", flush=True)
-    models = {
-        "SCT-S, LSH": create_model("sct_s", num_frames=a.frames),
-        "SCT-S, full attention": create_model("sct_s", num_frames=a.frames, lsh=False),
-    }
-    whole = compare_latency(models, (1, 3, a.frames, 224, 224), a.device, "fp32", max(a.repeats // 2, 2))
-    for label, (ms, _) in whole.items():
-        print(f"{label:24s} {ms:8.1f} ms", flush=True)
+        xn = torch.randn(1, n, DIM)
+        t = interleaved_ms({"lsh": call(lsh, xn, "fp32"), "full": call(full, xn, "fp32")}, a.repeats)
+        rows.append((n, median_and_spread(t["lsh"])[0], median_and_spread(t["full"])[0]))
+        print(f"N={n:6d}  LSH {rows[-1][1]:8.1f} ms  full {rows[-1][2]:8.1f} ms", flush=True)
 
+    # 3. the whole SCT-S, reference vs fast LSH
+    reference = set_impl(create_model("sct_s", num_frames=a.frames).eval(), "reference")
+    fast = set_impl(create_model("sct_s", num_frames=a.frames).eval(), "fast")
+    fast.load_state_dict(reference.state_dict())
+    clip = torch.randn(1, 3, a.frames, 224, 224)
+    with torch.inference_mode():
+        diff = (reference(clip) - fast(clip)).abs().max().item()
+    model_runs = {(impl, d): call(m, clip, d) for impl, m in (("reference", reference), ("fast", fast)) for d in dtypes}
+    model_times = interleaved_ms(model_runs, a.model_repeats)
+    for key in model_runs:
+        print("sct_s", key, summary(model_times, key), flush=True)
+
+    def med(times, key):
+        return median_and_spread(times[key])[0]
+
+    cmd = ("python benchmarks/lsh_attention.py " + " ".join(sys.argv[1:])).strip()
+    ratio = {d: med(model_times, ("fast", d)) / med(model_times, ("reference", d)) for d in dtypes}
     lines = [
-        "# LSH attention vs full attention",
+        "# LSH attention",
         "",
-        f"`python benchmarks/lsh_attention.py --device {a.device}`; one image LSH layer of SCT-S (width {DIM}, "
-        f"{HEADS} heads, bucket {BUCKET}, {HASHES} hash rounds, eval mode) on one sample of N tokens, and the same "
-        f"layer with full attention (same weights); median of {a.repeats} interleaved repeats, {a.device} "
-        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
-        f"torch {torch.__version__}.",
+        f"`{cmd}`; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+        f"{torch.__version__}. Median of {a.repeats} interleaved repeats after a warm-up, (spread = (max - min) / "
+        "median); every path and dtype of a table timed round-robin in one process.",
+        "",
+        f"## One layer: SCT-S block 0 ({TOKENS} tokens, width {DIM}, {HEADS} heads, bucket {BUCKET}, {HASHES} rounds)",
+        "",
+        "| path | fp32 ms | bf16 ms | fp32 speed-up vs reference | bf16 speed-up vs reference |",
+        "|---|---|---|---|---|",
+    ]
+    for impl in impls:
+        lines.append(
+            f"| {impl} | {summary(layer_times, (impl, 'fp32'))} | {summary(layer_times, (impl, 'bf16'))} | "
+            f"{med(layer_times, ('reference', 'fp32')) / med(layer_times, (impl, 'fp32')):.2f}x | "
+            f"{med(layer_times, ('reference', 'bf16')) / med(layer_times, (impl, 'bf16')):.2f}x |"
+        )
+    lines += [
+        "",
+        f"## Whole SCT-S, 1x3x{a.frames}x224x224 ({a.model_repeats} interleaved repeats; max |logit difference| "
+        f"reference vs fast, fp32: {diff:.1e})",
+        "",
+        "| LSH path | fp32 ms | bf16 ms |",
+        "|---|---|---|",
+        *[
+            f"| {impl} | {summary(model_times, (impl, 'fp32'))} | {summary(model_times, (impl, 'bf16'))} |"
+            for impl in ("reference", "fast")
+        ],
+        "",
+        f"Fast / reference latency of the whole model: fp32 {ratio['fp32']:.2f}, bf16 {ratio['bf16']:.2f}.",
+        "",
+        "## Hashing vs full attention (fast path, fp32, one sample of N tokens)",
         "",
         "| tokens N | LSH ms | full ms | full / LSH time | attention entries LSH | full | full / LSH |",
         "|---|---|---|---|---|---|---|",
     ]
-    for n, t_lsh, t_full, e_lsh, e_full in rows:
+    for n, t_lsh, t_full in rows:
+        e_lsh, e_full = attention_entries(n, True), attention_entries(n, False)
         lines.append(
             f"| {n} | {t_lsh:.1f} | {t_full:.1f} | {t_full / t_lsh:.2f}x | {e_lsh / 1e6:.1f} M | "
             f"{e_full / 1e6:.1f} M | {e_full / e_lsh:.1f}x |"
         )
     lines += [
         "",
-        f"Whole model, 1x3x{a.frames}x224x224 forward (the LSH layers run on 3136, 784, 196 and 49 tokens per frame):",
-        "",
-        "| model | latency ms |",
-        "|---|---|",
-        *[f"| {label} | {ms:.1f} |" for label, (ms, _) in whole.items()],
-        "",
         "The attention matrix of LSH attention grows linearly in N (4 rounds x 2 x 64 keys per query), full",
-        "attention's as N^2. Where hashing, sorting and the gathers cost more than they save (few tokens) full",
-        "attention is faster; the table says where the crossover lies on this machine.",
+        "attention's as N^2; where hashing and sorting cost more than they save (few tokens) full attention is",
+        "faster, and the table says where the crossover lies on this machine.",
     ]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text("\n".join(lines) + "\n")

@@ -17,12 +17,20 @@ sqrt(d)``; a token attends to itself only when nothing else is visible (its own 
 fresh from the global RNG in training (so a seeded run is reproducible and activation checkpointing
 recomputes the same buckets), from ``seed`` in eval (the same buckets on every call).
 
-The logits are computed explicitly (not with ``scaled_dot_product_attention``) because merging the
-rounds needs each round's log-sum-exp, which the fused kernels do not return.
+Three paths compute this one function (``impl``): ``"reference"`` (:func:`lsh_attention_reference`,
+the definition step by step: a gather per round, explicit float32 logits and masks), ``"fast"`` and
+``"export"``. The fast path sorts all rounds in one call, gathers rows once, builds each chunk's additive
+bias (bucket mask, duplicate correction, self mask) from small integer bucket ids, and attends on
+contiguous ``(chunk, 2 * chunk)`` blocks in the input dtype, slab by slab to bound the bias memory. When
+no gradient is needed it runs PyTorch's CPU flash-attention kernel, which (unlike
+``F.scaled_dot_product_attention``) returns the per-round log-sum-exp the merge needs; otherwise an
+explicit softmax that autograd differentiates. ``"export"`` is the explicit path in operators that
+``torch.onnx.export(..., dynamo=True)`` translates (no in-place writes into views, no dtype views).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -31,6 +39,12 @@ from torch import Tensor, nn
 
 SELF_MASK_VALUE = -1e5  # Reformer: attend to yourself only if no other key is visible
 MASK_VALUE = -1e9  # keys of another bucket or padding
+IMPLS = ("fast", "export", "reference")
+# Bias entries per slab of the fast path (16 MiB in float32): bounds the bias memory, stays below glibc's
+# largest mmap threshold (32 MiB) so a freed slab is reused without page faults, and keeps each operator
+# large enough that multi-threaded kernels amortise their start (1 MiB slabs were 3x slower on 2 threads).
+SLAB_ELEMENTS = 1 << 22
+_FUSED_OP = "_scaled_dot_product_flash_attention_for_cpu"  # returns (out, logsumexp)
 
 
 def num_buckets(seq_len: int, bucket_size: int) -> int:
@@ -55,6 +69,215 @@ def hash_buckets(x: Tensor, rotations: Tensor, n_buckets: int) -> Tensor:
 
 
 def lsh_attention(
+    qk: Tensor,
+    v: Tensor,
+    n_hashes: int = 4,
+    bucket_size: int = 64,
+    rotations: Tensor | None = None,
+    key_padding_mask: Tensor | None = None,
+    attend_across_buckets: bool = False,
+    dropout_p: float = 0.0,
+    generator: torch.Generator | None = None,
+    return_attention: bool = False,
+    impl: str = "fast",
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Shared-QK LSH attention of ``qk, v: (B, h, N, d)`` -> ``(B, h, N, d)``.
+
+    ``key_padding_mask (B, N)``: True marks tokens that must not be attended to. ``rotations``
+    (from :func:`random_rotations`) fixes the hash; otherwise it is drawn with ``generator``.
+    ``impl``: ``"fast"`` (sorted once, chunk attention on contiguous tensors, fused on the CPU when no
+    gradient is needed), ``"export"`` (the same algorithm in plain operators, for ONNX) or ``"reference"``
+    (:func:`lsh_attention_reference`). ``return_attention`` (reference only) also returns the sparse
+    attention matrix, ``(B, h, n_hashes, N/c, c, 2c)`` in each round's sorted order.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "reference" or return_attention:
+        return lsh_attention_reference(
+            qk, v, n_hashes, bucket_size, rotations, key_padding_mask, attend_across_buckets, dropout_p, generator,
+            return_attention,
+        )  # fmt: skip
+    B, h, N, d = qk.shape
+    c = bucket_size
+    n_buckets = num_buckets(N, c)
+    if rotations is None:
+        rotations = random_rotations(d, n_hashes, n_buckets, generator)
+    n_hashes = rotations.shape[1]
+    n_chunks = math.ceil(N / c)
+    Np = n_chunks * c
+    is_pad = torch.arange(Np, device=qk.device) >= N  # (Np,), then (B, Np) with the caller's mask
+    is_pad = is_pad.expand(B, Np)
+    if key_padding_mask is not None:
+        is_pad = is_pad | F.pad(key_padding_mask.to(qk.device, torch.bool), (0, Np - N))
+    if Np > N:
+        qk, v = F.pad(qk, (0, 0, 0, Np - N)), F.pad(v, (0, 0, 0, Np - N))
+
+    buckets = fast_hash_buckets(qk, rotations, n_buckets)  # (B, h, R, Np)
+    buckets = buckets.masked_fill(is_pad[:, None, None, :], n_buckets)  # padding sorts last
+    pos = torch.arange(Np, device=qk.device)
+    order = (buckets * Np + pos).argsort(dim=-1)  # (B, h, R, Np): by bucket, then position; all rounds at once
+    G = B * h * n_hashes  # (batch, head, round) triples: the chunk attention's batch
+
+    def look_back(x: Tensor, dim: int) -> Tensor:  # chunk i sees chunks i and i-1 (cyclic), concatenated
+        return x if n_chunks == 1 else torch.cat([x, x.roll(1, dims=dim)], dim=dim + 1)
+
+    q_s = sorted_rows(qk, order).view(G, n_chunks, c, d)
+    k_s = look_back(sorted_rows(F.normalize(qk, dim=-1), order).view(G, n_chunks, c, d), 1)
+    v_s = look_back(sorted_rows(v, order).view(G, n_chunks, c, d), 1)
+    # every round's bucket of each sorted token, the sorting round first: (R, G, n_chunks, c) small ints
+    rolled = torch.stack([buckets.roll(-o, dims=2) for o in range(n_hashes)], dim=-1)  # [..., r, n, o] = round r+o
+    q_ids = rolled.gather(3, order.unsqueeze(-1).expand_as(rolled)).to(_id_dtype(n_buckets))
+    q_ids = q_ids.permute(4, 0, 1, 2, 3).reshape(n_hashes, G, n_chunks, c)
+    k_ids = look_back(q_ids, 2)
+
+    fused = (
+        impl == "fast" and dropout_p == 0.0 and qk.device.type == "cpu" and hasattr(torch.ops.aten, _FUSED_OP)
+        and not (torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad))
+    )  # fmt: skip
+    rows = n_chunks * c * k_s.shape[2]  # bias entries of one (batch, head, round)
+    step = G if impl == "export" else max(1, SLAB_ELEMENTS // rows)
+    outs, lses = [], []
+    for g in range(0, G, step):  # slabs of (batch, head, round) rows
+        part = slice(g, g + step)
+        bias = duplicate_corrected_bias(
+            q_ids[:, part], k_ids[:, part], n_buckets, attend_across_buckets, q_s.dtype, impl == "export"
+        )
+        out, lse = chunk_attention(q_s[part], k_s[part], v_s[part], bias, d**-0.5, dropout_p, fused)
+        outs.append(out)
+        lses.append(lse)
+    out = torch.cat(outs).view(B * h * n_hashes * Np, d) if len(outs) > 1 else outs[0].reshape(-1, d)
+    lse = torch.cat(lses).reshape(B, h, n_hashes, Np) if len(lses) > 1 else lses[0].reshape(B, h, n_hashes, Np)
+
+    # undo the sort (each token's place in every round), then merge the rounds by their attention mass
+    place = torch.empty_like(order).scatter_(-1, order, pos.expand_as(order))  # (B, h, R, Np)
+    place = place + torch.arange(G, device=qk.device).view(B, h, n_hashes, 1) * Np
+    out = out.index_select(0, place.flatten()).view(B, h, n_hashes, Np, d)
+    lse = lse.flatten().index_select(0, place.flatten()).view(B, h, n_hashes, Np, 1)
+    weights = lse.softmax(dim=2).to(out.dtype)
+    return (out * weights).sum(dim=2)[:, :, :N]
+
+
+def fast_hash_buckets(x: Tensor, rotations: Tensor, n_buckets: int) -> Tensor:
+    """:func:`hash_buckets` without materialising ``[xR; -xR]``: the same ids, ties included.
+
+    ``argmax([xR; -xR])`` is ``argmax(xR)`` when ``max(xR) >= max(-xR)`` (the first half wins ties), else
+    ``n_buckets / 2 + argmin(xR)``. Hashed in float32 with autocast off: bucket ids are discrete, and a
+    bf16 projection would move tokens across bucket borders.
+    """
+    B, h, N, _ = x.shape
+    n_hashes = rotations.shape[1]
+    if n_buckets == 1:
+        return x.new_zeros(B, h, n_hashes, N, dtype=torch.long)
+    no_autocast = torch.amp.is_autocast_available(x.device.type)  # not on "meta" (FLOP counting)
+    with torch.autocast(x.device.type, enabled=False) if no_autocast else contextlib.nullcontext():
+        rotated = torch.einsum("bhnd,drk->bhrnk", x.float(), rotations.to(x.device, torch.float32))
+    top, top_at = rotated.max(dim=-1)
+    bottom, bottom_at = rotated.min(dim=-1)
+    return torch.where(top >= -bottom, top_at, bottom_at + rotated.shape[-1])
+
+
+def sorted_rows(x: Tensor, order: Tensor) -> Tensor:
+    """Rows of ``x (B, h, Np, e)`` in every round's order ``(B, h, R, Np)`` -> ``(B*h*R*Np, e)``.
+
+    One ``index_select`` of contiguous rows; ``x`` may be laid out as ``(B, Np, h, e)`` (a projection
+    split into heads), which is read in place.
+    """
+    B, h, Np, e = x.shape
+    batch = torch.arange(B, device=x.device).view(B, 1, 1, 1)
+    head = torch.arange(h, device=x.device).view(1, h, 1, 1)
+    if h > 1 and x.transpose(1, 2).is_contiguous():
+        rows, index = x.transpose(1, 2).reshape(-1, e), (batch * Np + order) * h + head
+    else:
+        rows, index = x.reshape(-1, e), (batch * h + head) * Np + order
+    return rows.index_select(0, index.flatten())
+
+
+def duplicate_corrected_bias(
+    q_ids: Tensor,
+    k_ids: Tensor,
+    n_buckets: int,
+    attend_across_buckets: bool,
+    dtype: torch.dtype,
+    functional: bool = False,
+) -> Tensor:
+    """Additive attention bias ``(..., c, w)`` from bucket ids ``q_ids (R, ..., c)``, ``k_ids (R, ..., w)``.
+
+    Index 0 of the first axis is the round that sorted the chunk, the others the remaining rounds. A key
+    of another bucket (or padding) gets ``MASK_VALUE``, a visible key ``-log(#rounds in which the pair
+    shares a bucket)`` (Reformer's duplicate correction, as the reference subtracts it), a query's own
+    key ``SELF_MASK_VALUE`` (added to its logit rather than replacing it: the result is the same, since
+    either way it only counts when nothing else is visible, and then it is the whole softmax).
+
+    Why it is written this way: the bias is as large as the attention matrix, and on the CPU its cost
+    is the memory written and read. Each pair gets a one-byte code (``visible + 2 * shared rounds``,
+    the query's own key a code of its own), computed with broadcast subtractions of small integers and
+    ``logical_not`` (which is ``== 0``; a broadcast ``==`` is an order of magnitude slower), and one table
+    look-up turns the codes into the bias: about 40 bytes of memory traffic per entry instead of ~150.
+    ``functional`` avoids writes into views and dtype views (``torch.export`` needs that).
+    """
+    c, w = q_ids.shape[-1], k_ids.shape[-1]
+    n_hashes = q_ids.shape[0]
+
+    def as_uint8(mask: Tensor) -> Tensor:  # a free reinterpretation, or a copy where export needs one
+        return mask.to(torch.uint8) if functional else mask.view(torch.uint8)
+
+    def same_bucket(o: int) -> Tensor:  # (..., c, w) uint8: 1 where the pair shares round o's bucket
+        return as_uint8(torch.logical_not(q_ids[o].unsqueeze(-1) - k_ids[o].unsqueeze(-2)))
+
+    if attend_across_buckets:  # only padding is hidden; every round counts, at least once
+        visible = as_uint8(k_ids[0] != n_buckets).unsqueeze(-2)
+        code, first = visible + 2 * same_bucket(0), 1
+    else:  # the sorting round decides; a visible pair's count is 1 + the other rounds
+        code, first = same_bucket(0), 1
+    for o in range(first, n_hashes):
+        code = code + 2 * same_bucket(o) if functional else code.add_(same_bucket(o), alpha=2)
+    own = 2 * n_hashes + 2  # above every count code
+    if functional:
+        code = torch.where(torch.eye(c, w, dtype=torch.bool, device=code.device), own, code)
+    else:
+        code[..., :c].diagonal(dim1=-2, dim2=-1).fill_(own)
+    return F.embedding(code.int(), _bias_table(n_hashes, attend_across_buckets, dtype, code.device)).squeeze(-1)
+
+
+def _bias_table(n_hashes: int, attend_across_buckets: bool, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(2 R + 3, 1)`` bias per code of :func:`duplicate_corrected_bias`: even codes hidden, odd codes
+    ``1 + 2 s`` visible (``s`` rounds sharing the bucket besides the sorting round, or all rounds when
+    attending across buckets), the last the query's own key."""
+    table = torch.full((2 * n_hashes + 3, 1), MASK_VALUE, dtype=torch.float64)
+    for s in range(n_hashes + 1):
+        table[1 + 2 * s] = -math.log(max(s, 1) if attend_across_buckets else s + 1)
+    table[-1] = SELF_MASK_VALUE
+    return table.to(device, dtype)
+
+
+def chunk_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float = 0.0, fused: bool = False
+) -> tuple[Tensor, Tensor]:
+    """``softmax(q k^T * scale + bias) v`` and its log-sum-exp for ``q (..., c, d)``, ``k, v (..., w, d)``.
+
+    ``fused`` runs PyTorch's CPU flash-attention kernel, which returns the log-sum-exp that the round
+    merge needs (``F.scaled_dot_product_attention`` does not); it has no gradient for the log-sum-exp,
+    so training takes the explicit path, which autograd differentiates.
+    """
+    if fused:
+        out, lse = getattr(torch.ops.aten, _FUSED_OP)(q, k.to(q.dtype), v.to(q.dtype), attn_mask=bias, scale=scale)
+        return out, lse
+    lead = q.shape[:-2]
+    logits = torch.baddbmm(bias.flatten(0, -3), q.flatten(0, -3), k.flatten(0, -3).transpose(1, 2), alpha=scale)
+    lse = logits.logsumexp(dim=-1, keepdim=True)
+    probs = (logits - lse).exp()
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, p=dropout_p)
+    out = probs.to(v.dtype) @ v.flatten(0, -3)
+    return out.view(*lead, *out.shape[-2:]), lse.view(lead + lse.shape[-2:-1])
+
+
+def _id_dtype(n_buckets: int) -> torch.dtype:
+    """The smallest integer type holding bucket ids and the padding id (comparisons read less memory)."""
+    return torch.uint8 if n_buckets < 256 else torch.int16 if n_buckets < 2**15 else torch.int32
+
+
+def lsh_attention_reference(
     qk: Tensor,
     v: Tensor,
     n_hashes: int = 4,
@@ -159,7 +382,8 @@ class LSHAttention(nn.Module):
 
     ``bucket_size`` tokens per bucket and per chunk, ``n_hashes`` hash rounds; ``seed`` fixes the
     rotations in eval mode. ``full_attention=True`` replaces the hashing by dense attention with the
-    same projections and conventions (the SCT ablation "LSH vs full attention").
+    same projections and conventions (the SCT ablation "LSH vs full attention"). ``impl`` picks the
+    path of :func:`lsh_attention` (``"export"`` for ONNX; all three compute the same function).
     """
 
     def __init__(
@@ -173,6 +397,7 @@ class LSHAttention(nn.Module):
         proj_drop: float = 0.0,
         seed: int = 0,
         full_attention: bool = False,
+        impl: str = "fast",
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -182,6 +407,10 @@ class LSHAttention(nn.Module):
         self.num_heads, self.head_dim = num_heads, dim // num_heads
         self.bucket_size, self.n_hashes, self.seed = bucket_size, n_hashes, seed
         self.full_attention = full_attention
+        if impl not in IMPLS:
+            raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+        self.impl = impl
+        self._eval_rotations: dict[tuple[int, ...], Tensor] = {}
         self.qk = nn.Linear(dim, dim, bias=qkv_bias)
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.attn_drop = attn_drop
@@ -189,9 +418,19 @@ class LSHAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def rotations(self, seq_len: int) -> Tensor:
+        """Fresh rotations in training; in eval the ones drawn from ``seed``, kept per setting.
+
+        Keeping them spares a draw per call and lets ``torch.export`` (which cannot trace a
+        ``torch.Generator``) see a constant: run the module once in eval mode before exporting it.
+        """
         n_buckets = num_buckets(seq_len, self.bucket_size)
-        generator = None if self.training else torch.Generator().manual_seed(self.seed)
-        return random_rotations(self.head_dim, self.n_hashes, n_buckets, generator)
+        if self.training:
+            return random_rotations(self.head_dim, self.n_hashes, n_buckets)
+        key = (self.head_dim, self.n_hashes, n_buckets, self.seed)
+        if key not in self._eval_rotations:
+            generator = torch.Generator().manual_seed(self.seed)
+            self._eval_rotations[key] = random_rotations(*key[:3], generator)
+        return self._eval_rotations[key]
 
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         B, N, C = x.shape
@@ -202,5 +441,7 @@ class LSHAttention(nn.Module):
         else:
             drop = self.attn_drop if self.training else 0.0
             rotations = self.rotations(N)
-            out = lsh_attention(qk, v, self.n_hashes, self.bucket_size, rotations, key_padding_mask, dropout_p=drop)
+            out = lsh_attention(
+                qk, v, self.n_hashes, self.bucket_size, rotations, key_padding_mask, dropout_p=drop, impl=self.impl
+            )
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(B, N, C)))

@@ -1,0 +1,92 @@
+"""The benchmark scripts' pure functions (tables, ratios, shares of the peak); nothing here is timed."""
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+peers = _load("peers")
+common = _load("common")
+profiles = _load("profiles")
+
+
+def test_share_of_peak_and_spread():
+    # 10 GMACs in 100 ms = 200 GFLOP/s, half of a 400 GFLOP/s peak
+    assert common.achieved_fraction(10.0, 100.0, 400.0) == pytest.approx(0.5)
+    assert common.median_and_spread([90.0, 100.0, 120.0]) == (100.0, pytest.approx(0.3))
+    assert common.median_and_spread([5.0]) == (5.0, 0.0)
+
+
+def test_entries_pair_each_flagship_with_its_peer_once():
+    rows, pairs = peers.entries()
+    labels = [e.label for e in rows]
+    assert labels == ["pst_t", "dualformer_t", "stat_16", "cst_v2", "sct_s", "swin3d_t", "mvit_v2_s", "vit_b16 x8",
+                      "vit_b16 x24"]  # fmt: skip
+    assert pairs == {"pst_t": "swin3d_t", "dualformer_t": "swin3d_t", "stat_16": "mvit_v2_s",
+                     "cst_v2": "vit_b16 x8", "sct_s": "vit_b16 x24"}  # fmt: skip
+    assert {e.label: e.frames for e in rows}["vit_b16 x24"] == 24  # the ViT sees SCT-S's 24 frames
+    rows, pairs = peers.entries(frames=4, ours=["cst_v2", "sct_s"])  # one frame count: one ViT row
+    assert [e.label for e in rows] == ["cst_v2", "sct_s", "vit_b16 x4"]
+
+
+def test_inference_rows_ratios_and_peak_shares():
+    rows, pairs = peers.entries(ours=["pst_t"])
+    times = {("pst_t", "fp32"): [100.0, 110.0, 90.0], ("pst_t", "bf16"): [25.0], ("swin3d_t", "fp32"): [400.0],
+             ("swin3d_t", "bf16"): [50.0]}  # fmt: skip
+    out = peers.inference_rows(rows, pairs, {"pst_t": 20.0, "swin3d_t": 40.0}, times, {"fp32": 800.0, "bf16": 3200.0})
+    pst = out[0]
+    assert pst["fp32"]["ms"] == 100.0 and pst["fp32"]["spread"] == pytest.approx(0.2)
+    assert pst["fp32"]["peak"] == pytest.approx(0.5)  # 2 x 20 GMACs / 0.1 s = 400 of 800 GFLOP/s
+    assert pst["bf16"]["peak"] == pytest.approx(0.5)  # 40 GFLOP / 0.025 s = 1600 of 3200
+    assert pst["bf16_gain"] == pytest.approx(4.0)
+    assert pst["peer"] == "swin3d_t" and pst["fp32"]["vs_peer"] == pytest.approx(0.25)
+    assert pst["bf16"]["vs_peer"] == pytest.approx(0.5)
+    assert "peer" not in out[1]
+
+
+def test_train_rows_compare_checkpointing_with_the_plain_run():
+    results = {
+        ("pst_t", False): [{"step_ms": [1000.0], "max_rss_mib": 3000.0, "rss_before_mib": 1000.0}],
+        ("pst_t", True): [{"step_ms": [1300.0], "max_rss_mib": 2000.0, "rss_before_mib": 1000.0}],
+    }
+    plain, ckpt = peers.train_rows(results, {"pst_t": 32})
+    assert plain["rise_mib"] == 2000.0 and "rise_vs_plain" not in plain
+    assert ckpt["rise_vs_plain"] == pytest.approx(0.5) and ckpt["time_vs_plain"] == pytest.approx(1.3)
+
+
+def test_markdown_has_a_row_per_model_and_the_training_ratio():
+    rows, pairs = peers.entries(ours=["pst_t"])
+    times = {(label, d): [10.0] for label in ("pst_t", "swin3d_t") for d in ("fp32", "bf16")}
+    inf = peers.inference_rows(rows, pairs, {"pst_t": 1.0, "swin3d_t": 1.0}, times, {"fp32": 100.0, "bf16": 200.0})
+    train = peers.train_rows(
+        {(m, False): [{"step_ms": [1.0], "max_rss_mib": 2.0, "rss_before_mib": 1.0}] for m in ("pst_t", "swin3d_t")},
+        {"pst_t": 32, "swin3d_t": 32},
+    )
+    args = SimpleNamespace(size=224, repeats=3, gemm_size=2048, train_rounds=1, train_steps=1)
+    text = "\n".join(peers.markdown(args, inf, {"fp32": [90.0, 100.0], "bf16": [200.0]}, train, 2, "cmd"))
+    assert "| **pst_t** | 32x224 |" in text and "| swin3d_t | 32x224 |" in text
+    assert "fp32 90 / 100 GFLOP/s" in text
+    assert "PST-T / swin3d_t training memory rise: 1.00x" in text
+
+
+def test_profiles_rewrite_only_the_generated_block(tmp_path):
+    path = tmp_path / "profiles.md"
+    profiles.write_between_markers(path, [profiles.START, "first", profiles.END])
+    path.write_text(path.read_text().replace("# Profiles", "# Profiles\n\nhand-written reading"))
+    profiles.write_between_markers(path, [profiles.START, "second", profiles.END])
+    text = path.read_text()
+    assert "hand-written reading" in text and "second" in text and "first" not in text
+    assert profiles.kind("aten::addmm") == "GEMM" and profiles.kind("aten::copy_") == "copies"
