@@ -135,10 +135,9 @@ def lsh_attention(
         and not (torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad))
     )  # fmt: skip
     rows = n_chunks * c * k_s.shape[2]  # bias entries of one (batch, head, round)
-    step = G if impl == "export" else max(1, SLAB_ELEMENTS // rows)
+    step = max(1, SLAB_ELEMENTS // rows)  # slabs of (batch, head, round) rows; one under export (G symbolic)
     outs, lses = [], []
-    for g in range(0, G, step):  # slabs of (batch, head, round) rows
-        part = slice(g, g + step)
+    for part in [slice(None)] if impl == "export" else [slice(g, g + step) for g in range(0, G, step)]:
         bias = duplicate_corrected_bias(
             q_ids[:, part], k_ids[:, part], n_buckets, attend_across_buckets, q_s.dtype, impl == "export"
         )
