@@ -37,6 +37,32 @@ def test_attention_matches_dense_reference_with_bias_and_logits():
     torch.testing.assert_close(logits, q @ k.transpose(-2, -1) / 8**0.5)
 
 
+@pytest.mark.parametrize(
+    "q_shape, bias_shape",
+    [
+        ((2, 3, 4, 2, 5, 8), (3, 1, 2, 5, 5)),  # PST's windows: bias varies along groups, shared by windows
+        ((2, 3, 4, 2, 5, 8), (2, 3, 4, 2, 5, 5)),
+        ((2, 3, 4, 2, 5, 8), (5, 5)),
+        ((2, 3, 4, 2, 5, 8), None),
+        ((2, 5, 8), (2, 5, 5)),  # no heads axis
+        ((2, 5, 8), None),
+    ],
+)
+def test_attention_of_any_rank_runs_sdpa_on_4d_and_matches_the_reference(q_shape, bias_shape, monkeypatch):
+    # ONNX's attention takes 4-D (batch, heads, N, d) only; other ranks are folded into that shape
+    import torch.nn.functional as F
+
+    ranks, sdpa = [], F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        F, "scaled_dot_product_attention", lambda q, *a, **kw: ranks.append(q.dim()) or sdpa(q, *a, **kw)
+    )
+    q, k, v = (torch.randn(q_shape) for _ in range(3))
+    bias = torch.randn(bias_shape) if bias_shape else None
+    out, _ = attention(q, k, v, bias)
+    assert ranks == [4]
+    torch.testing.assert_close(out, dense_attention_reference(q, k, v, bias), rtol=1e-5, atol=1e-5)
+
+
 def test_attention_module_logits_and_cross_stage_bias():
     attn = Attention(32, num_heads=4).eval()
     x = torch.randn(2, 7, 32)

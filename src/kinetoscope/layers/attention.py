@@ -34,8 +34,23 @@ def attention(
     if not return_logits:
         if attn_bias is not None:
             attn_bias = attn_bias.to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
-        return out, None
+        if q.dim() == 4:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale), None
+        if q.dim() == 3:  # no heads axis
+            bias = attn_bias.unsqueeze(-3) if attn_bias is not None and attn_bias.dim() == 3 else attn_bias
+            out, _ = attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), bias, dropout_p, scale=scale)
+            return out.squeeze(1), None
+        # ONNX's attention takes (batch, heads, N, d) only: the axes before the heads go into one batch axis
+        # (a bias that varies along them is broadcast to match first).
+        batch = q.shape[:-3]
+        q4, k4, v4 = (t.flatten(0, -4) for t in (q, k, v))  # (prod(batch), heads, N|M, d)
+        if attn_bias is not None:
+            attn_bias = attn_bias.reshape((1,) * (q.dim() - attn_bias.dim()) + attn_bias.shape)
+            if any(n != 1 for n in attn_bias.shape[:-3]):
+                attn_bias = attn_bias.expand(*batch, *attn_bias.shape[-3:])
+            attn_bias = attn_bias.flatten(0, -4)  # (prod(batch) or 1, heads or 1, N, M)
+        out = F.scaled_dot_product_attention(q4, k4, v4, attn_mask=attn_bias, dropout_p=dropout_p, scale=scale)
+        return out.unflatten(0, batch), None
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     logits = (q * scale) @ k.transpose(-2, -1)  # (..., N, M)
     attn = logits if attn_bias is None else logits + attn_bias

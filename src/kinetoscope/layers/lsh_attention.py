@@ -132,13 +132,12 @@ def lsh_attention(
     fused = impl == "fast" and dropout_p == 0.0 and qk.device.type == "cpu" and hasattr(torch.ops.aten, _FUSED_OP)
     bias_args = (n_buckets, attend_across_buckets)
     rows = n_chunks * c * k_ids.shape[-1]  # bias entries of one (batch, head, round)
-    step = G if impl == "export" else max(1, SLAB_ELEMENTS // rows)
+    step = max(1, SLAB_ELEMENTS // rows)  # slabs of (batch, head, round) rows; one under export (G symbolic)
     if fused:  # flash kernel forward; backward recomputes each slab's logits (nothing attention-sized is kept)
         out, lse = _FusedChunkAttention.apply(q_s, k_s, v_s, q_ids, k_ids, bias_args, d**-0.5, step)
     else:
         outs, lses = [], []
-        for g in range(0, G, step):  # slabs of (batch, head, round) rows
-            part = slice(g, g + step)
+        for part in [slice(None)] if impl == "export" else [slice(g, g + step) for g in range(0, G, step)]:
             bias = duplicate_corrected_bias(q_ids[:, part], k_ids[:, part], *bias_args, q_s.dtype, impl == "export")
             k_w, v_w = _look_back(k_s[part]), _look_back(v_s[part])
             out, lse = chunk_attention(q_s[part], k_w, v_w, bias, d**-0.5, dropout_p)
