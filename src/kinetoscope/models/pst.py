@@ -88,7 +88,7 @@ from ..layers import (
 )
 from ..layers.temporal_shift import cell_offsets, source_frames
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal, stage_group_matcher
-from ._config import ModelConfig, PaperReference, ReleasedWeights
+from ._config import NANO_RECIPE, ModelConfig, PaperReference, ReleasedWeights
 from ._registry import Variant, register_variants
 from ._weights import (
     CheckpointFormat,
@@ -704,7 +704,7 @@ register_variants(
         Variant(_k400("pst_b_dagger", params_m=88.8, gflops=252, head=174, top1=82.5, pretrain="IN-21K", note=_DAGGER),
                 dict(_SWIN_B, window=(2, 7, 7))),
         Variant(ModelConfig(name="pst_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                            min_input=(4, 32)),
+                            min_input=(4, 32), recipe=NANO_RECIPE),
                 dict(embed_dim=48, depths=(2, 2, 2), num_heads=(2, 4, 8), window=(1, 4, 4), drop_path_rate=0.0,
                      head_drop_rate=0.0)),
     ],

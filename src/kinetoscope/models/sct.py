@@ -119,7 +119,7 @@ from ..layers import (
     window_reverse,
 )
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal
-from ._config import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, PaperReference
+from ._config import INCEPTION_MEAN, INCEPTION_STD, NANO_RECIPE, ModelConfig, PaperReference
 from ._registry import Variant, register_variants
 
 CITATION = (
@@ -393,7 +393,7 @@ register_variants(
         Variant(_k400("sct_l", params_m=59.89, gflops=342.58, top1=83.0),
                 dict(dims=(192, 288, 288, 576, 1152), depth=4, heads=(4, 6, 8, 8))),
         Variant(ModelConfig(name="sct_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                            test_views="2x1", sampling="uniform:16", min_input=(4, 32)),
+                            test_views="2x1", sampling="uniform:16", min_input=(4, 32), recipe=NANO_RECIPE),
                 dict(dims=(32, 48, 64, 96, 192), depth=1, heads=(2, 2, 4, 4), chunk_size=4, clip_dim=64, clip_depth=1,
                      bucket_size=16, n_hashes=2, drop_path_rate=0.0, head_drop_rate=0.0)),
     ],

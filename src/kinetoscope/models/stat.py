@@ -123,7 +123,7 @@ from ..layers import (
     resample_2d,
 )
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal
-from ._config import ModelConfig, PaperReference
+from ._config import NANO_RECIPE, ModelConfig, PaperReference
 from ._registry import Variant, register_variants
 
 Boundary = Literal["skip", "clamp", "cyclic"]
@@ -566,7 +566,7 @@ register_variants(
         Variant(_k400("stat_32", frames=32, views="5x1", gflops=120.2, top1=80.4), dict(t_o=5)),
         Variant(_k400("stat_64", frames=64, views="3x3", gflops=241.3, top1=81.3), dict(t_o=7)),
         Variant(ModelConfig(name="stat_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                            min_input=(4, 32)),
+                            min_input=(4, 32), recipe=NANO_RECIPE),
                 dict(stem=[(16, (3, 3, 3), (2, 2, 2)), (32, (3, 3, 3), (1, 2, 2)), (48, (3, 3, 3), (1, 2, 2))],
                      stages=((1, 48, 1), (2, 96, 2), (1, 192, 4)), kv_pool_size=4, t_o=3, drop_path_rate=0.0,
                      head_drop_rate=0.0)),
