@@ -62,8 +62,12 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, nargs="+", default=[784, 3136, 6272, 12544])
     ap.add_argument("--frames", type=int, default=24, help="frames of the whole-model comparison (224 crop)")
     ap.add_argument("--model-repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    ap.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="wall time or process CPU time")
     ap.add_argument("--out", default="docs/benchmarks/lsh_attention.md")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     impls = ("reference", "fast", "export")
     dtypes = ("fp32", "bf16")
@@ -74,7 +78,7 @@ def main() -> None:
     for layer in layers.values():
         layer.load_state_dict(layers["reference"].state_dict())
     layer_runs = {(impl, d): call(layers[impl], x, d) for impl in impls for d in dtypes}
-    layer_times = interleaved_ms(layer_runs, a.repeats)
+    layer_times = interleaved_ms(layer_runs, a.repeats, clock=a.clock)
     for key in layer_runs:
         print("layer", key, summary(layer_times, key), flush=True)
 
@@ -85,7 +89,7 @@ def main() -> None:
         full = LSHAttention(DIM, HEADS, full_attention=True).eval()
         full.load_state_dict(lsh.state_dict())
         xn = torch.randn(1, n, DIM)
-        t = interleaved_ms({"lsh": call(lsh, xn, "fp32"), "full": call(full, xn, "fp32")}, a.repeats)
+        t = interleaved_ms({"lsh": call(lsh, xn, "fp32"), "full": call(full, xn, "fp32")}, a.repeats, clock=a.clock)
         rows.append((n, median_and_spread(t["lsh"])[0], median_and_spread(t["full"])[0]))
         print(f"N={n:6d}  LSH {rows[-1][1]:8.1f} ms  full {rows[-1][2]:8.1f} ms", flush=True)
 
@@ -97,7 +101,7 @@ def main() -> None:
     with torch.inference_mode():
         diff = (reference(clip) - fast(clip)).abs().max().item()
     model_runs = {(impl, d): call(m, clip, d) for impl, m in (("reference", reference), ("fast", fast)) for d in dtypes}
-    model_times = interleaved_ms(model_runs, a.model_repeats)
+    model_times = interleaved_ms(model_runs, a.model_repeats, clock=a.clock)
     for key in model_runs:
         print("sct_s", key, summary(model_times, key), flush=True)
 
@@ -109,9 +113,10 @@ def main() -> None:
     lines = [
         "# LSH attention",
         "",
-        f"`{cmd}`; {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
-        f"{torch.__version__}. Median of {a.repeats} interleaved repeats after a warm-up, (spread = (max - min) / "
-        "median); every path and dtype of a table timed round-robin in one process.",
+        f"`{cmd}`; {platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s), torch "
+        f"{torch.__version__}; {'process CPU time' if a.clock == 'cpu' else 'wall time'} in ms, median of {a.repeats} "
+        "interleaved repeats after a warm-up (spread = (max - min) / median); every path and dtype of a table timed "
+        "round-robin in one process.",
         "",
         f"## One layer: SCT-S block 0 ({TOKENS} tokens, width {DIM}, {HEADS} heads, bucket {BUCKET}, {HASHES} rounds)",
         "",

@@ -219,27 +219,34 @@ def train_child(entry: Entry, size: int, checkpointing: bool, steps: int) -> dic
 def run_train_child(entry: Entry, size: int, checkpointing: bool, steps: int) -> dict:
     spec = json.dumps({"model": entry.model, "frames": entry.frames, "ours": entry.ours})
     cmd = [sys.executable, __file__, "--train-child", spec, "--size", str(size), "--train-steps", str(steps)]
+    cmd += ["--threads", str(torch.get_num_threads())]
     if checkpointing:
         cmd.append("--checkpointing")
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(f"training child {entry.label} failed:\n{done.stderr[-2000:]}")
+    if done.returncode != 0:  # recorded, not raised: one configuration out of memory must not lose the run
+        killed = done.returncode == -9
+        return {"error": "killed (SIGKILL: out of memory?)" if killed else f"exit {done.returncode}",
+                "stderr": done.stderr.strip().splitlines()[-1:] if done.stderr.strip() else []}  # fmt: skip
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def train_rows(results: dict[tuple[str, bool], list[dict]], frames: dict[str, int]) -> list[dict]:
     """Rows from ``results[(label, checkpointing)] = [child result per round]``, with checkpointing ratios."""
     rows = []
-    for (label, ckpt), runs in results.items():
+    for (label, ckpt), all_runs in results.items():
+        runs = [r for r in all_runs if "error" not in r]
+        if not runs:
+            rows.append({"model": label, "frames": frames[label], "ckpt": ckpt, "error": all_runs[0]["error"]})
+            continue
         ms, spread = median_and_spread([t for r in runs for t in r["step_ms"]])
         peak = max(r["max_rss_mib"] for r in runs)
         rise = max(r["max_rss_mib"] - r["rss_before_mib"] for r in runs)
         rows.append({"model": label, "frames": frames[label], "ckpt": ckpt, "ms": ms, "spread": spread,
                      "peak_mib": peak, "rise_mib": rise})  # fmt: skip
-    plain = {r["model"]: r for r in rows if not r["ckpt"]}
+    plain = {r["model"]: r for r in rows if not r["ckpt"] and "error" not in r}
     for r in rows:
         base = plain.get(r["model"])
-        if r["ckpt"] and base is not None:
+        if r["ckpt"] and base is not None and "error" not in r:
             r["rise_vs_plain"] = r["rise_mib"] / base["rise_mib"]
             r["time_vs_plain"] = r["ms"] / base["ms"]
     return rows
@@ -292,12 +299,16 @@ def markdown(
             "|---|---|---|---|---|---|---|---|",
         ]
         for r in train:
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['frames']}x{args.size} | {'yes' if r['ckpt'] else 'no'} | "
+                             f"failed: {r['error']} | - | - | - | - |")  # fmt: skip
+                continue
             ratio = f"{r['rise_vs_plain']:.2f}x | {r['time_vs_plain']:.2f}x" if "rise_vs_plain" in r else "- | -"
             lines.append(
                 f"| {r['model']} | {r['frames']}x{args.size} | {'yes' if r['ckpt'] else 'no'} | {r['ms']:.0f} "
                 f"({r['spread']:.0%}) | {r['peak_mib']:.0f} | {r['rise_mib']:.0f} | {ratio} |"
             )
-        plain = {r["model"]: r for r in train if not r["ckpt"]}
+        plain = {r["model"]: r for r in train if not r["ckpt"] and "error" not in r}
         if "pst_t" in plain and "swin3d_t" in plain:
             pst, swin = plain["pst_t"], plain["swin3d_t"]
             lines += [
@@ -353,10 +364,13 @@ def main() -> None:
                     help="training configurations (none: skip training)")  # fmt: skip
     ap.add_argument("--train-rounds", type=int, default=1)
     ap.add_argument("--train-steps", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     ap.add_argument("--out", default="docs/benchmarks/peers.md")
     ap.add_argument("--train-child", help=argparse.SUPPRESS)
     ap.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.train_child:
         spec = json.loads(a.train_child)
         print(json.dumps(train_child(Entry(**spec), a.size, a.checkpointing, a.train_steps)))

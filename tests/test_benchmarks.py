@@ -62,9 +62,11 @@ def test_train_rows_compare_checkpointing_with_the_plain_run():
         ("pst_t", False): [{"step_ms": [1000.0], "max_rss_mib": 3000.0, "rss_before_mib": 1000.0}],
         ("pst_t", True): [{"step_ms": [1300.0], "max_rss_mib": 2000.0, "rss_before_mib": 1000.0}],
     }
-    plain, ckpt = peers.train_rows(results, {"pst_t": 32})
+    results[("sct_s", False)] = [{"error": "killed (SIGKILL: out of memory?)", "stderr": []}]
+    plain, ckpt, failed = peers.train_rows(results, {"pst_t": 32, "sct_s": 24})
     assert plain["rise_mib"] == 2000.0 and "rise_vs_plain" not in plain
     assert ckpt["rise_vs_plain"] == pytest.approx(0.5) and ckpt["time_vs_plain"] == pytest.approx(1.3)
+    assert failed == {"model": "sct_s", "frames": 24, "ckpt": False, "error": "killed (SIGKILL: out of memory?)"}
 
 
 def test_markdown_has_a_row_per_model_and_the_training_ratio():

@@ -528,3 +528,12 @@ def test_cli_train_eval_predict_export_round_trip(tiny_data, tmp_path, capsys, m
     assert printed.out.count(video) == 2  # both good files are printed
     errors = [ln for ln in printed.err.splitlines() if "error" in ln]
     assert len(errors) == 1 and missing in errors[0]
+
+
+@pytest.mark.parametrize("name", list_models("*_nano"))
+def test_nano_recipe_keeps_direction_labels(name):
+    """A flip turns synth's move_left into move_right and a clockwise spin into a counter-clockwise one:
+    every nano's registered recipe turns flips off, and a flag still wins over it."""
+    assert load_config(None, {"model": name}).flip is False
+    assert load_config(None, {"model": name, "flip": True}).flip is True
+    assert TrainConfig().flip is True  # the default for every other model is unchanged

@@ -65,14 +65,18 @@ def test_fast_paths_equal_the_reference(impl, n, bucket, n_hashes):
                 torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def test_fast_path_over_several_slabs_equals_one_slab(monkeypatch):
+def test_fast_path_over_several_slabs_equals_the_reference_with_gradients(monkeypatch):
     qk, v, mask = _inputs(100, padded=True)
     rot = random_rotations(8, 3, num_buckets(100, 8), torch.Generator().manual_seed(2))
-    ref = lsh_attention_reference(qk, v, bucket_size=8, rotations=rot, key_padding_mask=mask)
     monkeypatch.setattr(lsh, "SLAB_ELEMENTS", 1000)  # one (batch, head, round) per slab: 18 slabs
-    with torch.no_grad():
-        out = lsh_attention(qk, v, bucket_size=8, rotations=rot, key_padding_mask=mask)
-    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    results = []
+    for impl in ("reference", "fast"):
+        a, b = qk.clone().requires_grad_(), v.clone().requires_grad_()
+        out = lsh_attention(a, b, bucket_size=8, rotations=rot, key_padding_mask=mask, impl=impl)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()  # the fused kernel's backward
+        results.append((out.detach(), a.grad, b.grad))
+    for got, want in zip(*results[::-1]):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 def test_fast_path_reads_heads_split_from_a_projection_in_place():
@@ -87,14 +91,20 @@ def test_fast_path_reads_heads_split_from_a_projection_in_place():
 
 def test_fast_path_in_bf16_stays_in_bf16_and_close_to_float32():
     qk, v, mask = _inputs(96, d=16, padded=True)
-    qk, v = qk.bfloat16(), v.bfloat16()
+    qk, v = qk.bfloat16().requires_grad_(), v.bfloat16().requires_grad_()
     rot = random_rotations(16, 4, num_buckets(96, 16), torch.Generator().manual_seed(4))
-    with torch.no_grad():
-        out = lsh_attention(qk, v, bucket_size=16, rotations=rot, key_padding_mask=mask)
+    out = lsh_attention(qk, v, bucket_size=16, rotations=rot, key_padding_mask=mask)
     # the same (bf16-rounded) inputs in float32: the hash is float32 in both, so the buckets agree
-    ref = lsh_attention_reference(qk.float(), v.float(), bucket_size=16, rotations=rot, key_padding_mask=mask)
+    qk32, v32 = qk.detach().float().requires_grad_(), v.detach().float().requires_grad_()
+    ref = lsh_attention_reference(qk32, v32, bucket_size=16, rotations=rot, key_padding_mask=mask)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    weights = torch.linspace(-1, 1, out.numel()).view_as(out)
+    (out.float() * weights).sum().backward()
+    (ref * weights).sum().backward()
+    assert qk.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(qk.grad.float(), qk32.grad, atol=5e-2, rtol=5e-2)
+    torch.testing.assert_close(v.grad.float(), v32.grad, atol=5e-2, rtol=5e-2)
 
 
 def test_fast_hash_equals_the_definition_including_ties():

@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "f41d6bd608e4ad53"
+FINGERPRINT = "33d34008a85c3296"
 
 ROWS_JSON = r"""
 [

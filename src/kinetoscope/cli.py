@@ -401,9 +401,10 @@ def _export(p: argparse.ArgumentParser):
     return run
 
 
-@command("convert", "convert a released checkpoint (TPS, DualFormer: mmaction2, backbone or image) to safetensors")
+@command("convert", "convert a released checkpoint (TPS, DualFormer: mmaction2, backbone or image), or inflate a "
+                    "kinetoscope image run into its video model, to safetensors")  # fmt: skip
 def _convert(p: argparse.ArgumentParser):
-    p.add_argument("input", help="released or kinetoscope checkpoint (.pth/.pt/.safetensors)")
+    p.add_argument("input", help="released checkpoint, or a kinetoscope run's best.pth/last.pth/export")
     p.add_argument("output", help="the .safetensors file to write")
     p.add_argument("--model", required=True, help="registered variant, e.g. dualformer_t")
     p.add_argument("--frames", type=int, help="clip length the model is built for (default: the variant's)")
@@ -411,9 +412,9 @@ def _convert(p: argparse.ArgumentParser):
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
 
     def run(a: argparse.Namespace) -> int:
-        from .models import convert_checkpoint
+        from .engine.inflate import convert
 
-        info = convert_checkpoint(a.input, a.output, a.model, a.overwrite, a.frames, a.size)
+        info = convert(a.input, a.output, a.model, a.overwrite, a.frames, a.size)
         classes = f"{info['num_classes']}-class head" if info["num_classes"] else "no classifier"
         print(f"wrote {a.output}: {info['model']} ({info['num_frames']}x{info['img_size']}, {classes}, "
               f"{info['tensors']} tensors) from {info['source']}")  # fmt: skip

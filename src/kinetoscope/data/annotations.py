@@ -18,6 +18,9 @@
 ``list``        mmaction list ``path label`` or ``path num_frames label`` (``delimiter``, default
                 whitespace; paths may contain spaces)
 ``folder``      a class-per-folder tree ``root/<class>/<video>``
+``images``      a class-per-folder tree of images ``root/<class>/**/<image>`` (torchvision's
+                ``ImageFolder`` layout), for image pretraining; detected when the class folders hold
+                image files
 ``csv``         ``path,label`` with a header (label a name or an index)
 ==============  =====================================================================================
 
@@ -32,12 +35,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
-FORMATS = ("kinetics", "ssv2", "ssv1", "diving48", "mit", "ucf101", "hmdb51", "list", "folder", "csv")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # as ImageFolder
+FORMATS = ("kinetics", "ssv2", "ssv1", "diving48", "mit", "ucf101", "hmdb51", "list", "folder", "images", "csv")
 
 
 @dataclass
@@ -65,7 +70,7 @@ def detect_format(path: str | Path) -> str:
     if p.is_dir():
         if any(p.glob("*_test_split*.txt")):
             return "hmdb51"
-        return "folder"
+        return "images" if _holds_images(p) else "folder"
     if p.suffix.lower() == ".json":
         data = _read_json(p)
         first = data[0] if isinstance(data, list) and data else {}
@@ -123,6 +128,7 @@ def load_annotations(
         "hmdb51": _hmdb51,
         "list": _list,
         "folder": _folder,
+        "images": _images,
         "csv": _csv,
     }[fmt]
     rows, names, skipped = reader(p, base, delimiter=delimiter, split=split, subset=subset, labels_file=labels_file)
@@ -331,7 +337,9 @@ SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testi
 ANNOTATION_SUFFIXES = (".csv", ".txt", ".json", ".list")
 
 
-def _folder(p: Path, base: Path, **_) -> tuple[list, None, list]:
+def _class_folders(p: Path) -> tuple[list[Path], list[str]]:
+    """The class folders of a class-per-folder tree and its annotation files; a dataset root (split
+    folders such as ``train/`` and ``val/``) is an error naming what to pass instead."""
     subdirs = sorted(d for d in p.iterdir() if d.is_dir())
     lists = sorted(f.name for f in p.iterdir() if f.is_file() and f.suffix.lower() in ANNOTATION_SUFFIXES)
     splits = [d.name for d in subdirs if d.name.lower() in SPLIT_NAMES]
@@ -341,6 +349,24 @@ def _folder(p: Path, base: Path, **_) -> tuple[list, None, list]:
             f"{p} looks like a dataset root (folders {', '.join(d.name for d in subdirs[:4]) or '-'}"
             f"{'; files ' + ', '.join(lists[:4]) if lists else ''}), not a class-per-folder tree; pass {hint}"
         )
+    return subdirs, lists
+
+
+def _holds_images(p: Path) -> bool:
+    """Whether the class folders of ``p`` hold image files (an ``ImageFolder`` tree) rather than videos or
+    frame folders: the first file that decides it is looked at, nothing more."""
+    for class_dir in sorted(d for d in p.iterdir() if d.is_dir()):
+        for entry in os.scandir(class_dir):
+            name = entry.name.lower()
+            if entry.is_file() and name.endswith(VIDEO_EXTENSIONS):
+                return False
+            if entry.is_file() and name.endswith(IMAGE_EXTENSIONS):
+                return True
+    return False
+
+
+def _folder(p: Path, base: Path, **_) -> tuple[list, None, list]:
+    subdirs, lists = _class_folders(p)
     rows = []
     for class_dir in subdirs:
         for f in sorted(class_dir.iterdir()):
@@ -350,6 +376,30 @@ def _folder(p: Path, base: Path, **_) -> tuple[list, None, list]:
         hint = f"; to read an annotation file pass it, e.g. {p / lists[0]}" if lists else ""
         raise ValueError(f"{p}: no class folders with videos ({', '.join(VIDEO_EXTENSIONS)}) found{hint}")
     return rows, None, []
+
+
+def _images(p: Path, base: Path, **_) -> tuple[list, list, list]:
+    """torchvision's ``ImageFolder``: every image under ``root/<class>/`` (sub-folders included, links
+    followed), classes the sorted folder names; a class folder without images is an error, as there."""
+    if not p.is_dir():
+        raise ValueError(f"{p}: the 'images' format reads a class-per-folder tree of images, not a file")
+    class_dirs, _ = _class_folders(p)
+    rows, empty = [], []
+    for class_dir in class_dirs:
+        found = [
+            Path(folder) / name
+            for folder, _, names in sorted(os.walk(class_dir, followlinks=True))  # ImageFolder's order
+            for name in sorted(names)
+            if name.lower().endswith(IMAGE_EXTENSIONS)
+        ]
+        rows += [(str(f), class_dir.name) for f in found]
+        empty += [] if found else [class_dir.name]
+    if not class_dirs:
+        raise ValueError(f"{p}: no class folders; the 'images' format reads ROOT/<class>/<image> (ImageFolder)")
+    if empty:
+        raise ValueError(f"{p}: class folders with no images ({', '.join(IMAGE_EXTENSIONS)}): {', '.join(empty[:5])}"
+                         f"{', ...' if len(empty) > 5 else ''}; add images or remove them")  # fmt: skip
+    return rows, [d.name for d in class_dirs], []
 
 
 def _csv(p: Path, base: Path, **_) -> tuple[list, None, list]:

@@ -171,6 +171,33 @@ class VideoDataset(Dataset):
         return reason
 
 
+class ImageDataset(VideoDataset):
+    """Still images as clips, for image pretraining with the video pipeline: a class-per-folder tree of
+    images (torchvision's ``ImageFolder`` layout, format ``"images"``) or any annotation file listing
+    images, each image a clip of ``frames`` identical frames.
+
+    An image is read as a one-frame video and goes through the same presets (one ``tv_tensors.Video``,
+    so every frame gets the same crop and flip), the same bad-file policy (an unreadable image is
+    reported in ``bad_files.csv`` and substituted, skipped or raised like a video) and the same items
+    ``{"video", "label", "index"}``. ``crops`` (1 or 3) are the spatial test views; an image has one
+    temporal view. Give a model ``model.frames_per_image`` frames (its stem's temporal stride).
+    """
+
+    def __init__(
+        self,
+        annotations: str | Path | list[tuple[str, int]],
+        root: str | Path | None = None,
+        *,
+        frames: int = 1,
+        crops: int = 1,
+        format: str = "images",
+        **kwargs,
+    ) -> None:
+        if "sampling" in kwargs or "views" in kwargs:
+            raise TypeError("ImageDataset takes frames= and crops=, not sampling= or views=")
+        super().__init__(annotations, root, format=format, sampling=f"dense:{frames}x1", views=f"1x{crops}", **kwargs)
+
+
 BAD_FILES_HEADER = ("path", "reason")
 
 

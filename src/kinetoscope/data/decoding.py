@@ -16,6 +16,8 @@ Backends:
 * ``"torchcodec"``: torchcodec's ``VideoDecoder`` in exact seek mode; needs the system FFmpeg
   libraries. ``"auto"`` takes it when it loads, else PyAV.
 * A directory of images (``img_00001.jpg`` ...) is read as a frame folder whatever the backend.
+* An image file is a one-frame video (image pretraining); a clip of ``T`` frames sampled from it (the
+  samplers loop short videos) is ``T`` identical frames.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from typing import Literal, Protocol
 import torch
 from torch import Tensor
 
+from .annotations import IMAGE_EXTENSIONS
+
 Layout = Literal["TCHW", "THWC"]
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class VideoDecodeError(OSError):
@@ -354,22 +357,61 @@ class FrameFolderReader:
         return self.num_frames / self._fps
 
     def get_frames(self, indices: Sequence[int], layout: Layout = "TCHW") -> Tensor:
-        from torchvision.io import ImageReadMode, decode_image
-
         files = self._list()
         idx = _check_indices(indices, len(files), self.path)
-        cache: dict[int, Tensor] = {}
-        for i in set(idx):
-            try:
-                cache[i] = decode_image(str(files[i]), mode=ImageReadMode.RGB)  # (C, H, W)
-            except Exception as err:  # noqa: BLE001
-                raise VideoDecodeError(f"{files[i]}: cannot decode image ({err})") from err
+        cache = {i: decode_rgb(files[i]) for i in set(idx)}  # each (C, H, W)
         frames = torch.stack([cache[i] for i in idx]).permute(0, 2, 3, 1)  # (T, H, W, C)
         return _to_layout(frames, layout)
 
     def iter_frames(self) -> Iterator[Tensor]:
         for i in range(self.num_frames):
             yield self.get_frames([i], "THWC")[0]
+
+
+class ImageReader:
+    """A still image as a one-frame video."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+
+    @property
+    def num_frames(self) -> int:
+        if not Path(self.path).is_file():
+            raise VideoDecodeError(f"{self.path}: file not found")
+        return 1
+
+    @property
+    def fps(self) -> float:
+        return 1.0
+
+    @property
+    def duration(self) -> float:
+        return 1.0
+
+    def get_frames(self, indices: Sequence[int], layout: Layout = "TCHW") -> Tensor:
+        idx = _check_indices(indices, self.num_frames, self.path)
+        frames = decode_rgb(self.path).permute(1, 2, 0)  # (H, W, C)
+        return _to_layout(frames.expand(len(idx), -1, -1, -1), layout)  # (T, H, W, C): the image T times
+
+
+def decode_rgb(path: str | Path) -> Tensor:
+    """An image file as uint8 ``(3, H, W)``: torchvision's decoders (JPEG, PNG, WebP), Pillow for the
+    formats they lack (BMP, TIFF, PPM); a file neither can read is a ``VideoDecodeError`` naming it."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        return decode_image(str(path), mode=ImageReadMode.RGB)
+    except Exception:  # noqa: BLE001  (RuntimeError for formats it lacks and for damaged data alike)
+        pass
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+    except Exception as err:  # noqa: BLE001
+        reason = str(err).replace(repr(str(path)), "").strip() or type(err).__name__  # Pillow's message names it
+        raise VideoDecodeError(f"{path}: cannot decode image ({reason})") from err
 
 
 # ---------------------------------------------------------------------------------------------- open
@@ -393,9 +435,11 @@ def resolve_backend(backend: Backend = "auto") -> str:
 
 
 def open_video(path: str | Path, backend: Backend = "auto", threads: int = 1) -> VideoReader:
-    """A lazy reader for a video file or a frame folder."""
+    """A lazy reader for a video file, a frame folder or an image (a one-frame video)."""
     if Path(path).is_dir():
         return FrameFolderReader(path)
+    if Path(path).suffix.lower() in IMAGE_EXTENSIONS:
+        return ImageReader(path)
     kind = resolve_backend(backend)
     return TorchCodecReader(path, threads) if kind == "torchcodec" else PyAVReader(path, threads)
 

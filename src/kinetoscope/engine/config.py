@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 
 AnnotationFormat = Literal[
-    "auto", "kinetics", "ssv2", "ssv1", "diving48", "mit", "ucf101", "hmdb51", "list", "folder", "csv"
+    "auto", "kinetics", "ssv2", "ssv1", "diving48", "mit", "ucf101", "hmdb51", "list", "folder", "images", "csv"
 ]
 
 
@@ -44,7 +44,7 @@ class TrainConfig:
     train: str | None = None  # annotation file (any format of kinetoscope.data.annotations)
     val: str | None = None
     root: str | None = None  # folder the annotation paths are relative to (default: the file's folder)
-    format: AnnotationFormat = "auto"
+    format: AnnotationFormat = "auto"  # "images": image pretraining (detected for a class-per-folder image tree)
     frames: int | None = None  # default: the variant's config
     size: int | None = None
     short_side: int | None = None
@@ -340,19 +340,63 @@ def with_frames(sampling: str, frames: int) -> str:
 
 
 def resolve_inputs(cfg: TrainConfig) -> dict:
-    """Frames, crop, sampling, views, mean/std: the config's value, else the model variant's default."""
+    """Frames, crop, sampling, views, mean/std: the config's value, else the model variant's default.
+
+    An image run (:func:`is_image_run`) shows each image as a clip of identical frames: by default the
+    model's ``frames_per_image`` (its stem's temporal stride), sampling ``dense:FRAMESx1`` of the
+    one-frame "video", views ``1x1`` (``1x3`` for three crops; an image has one temporal view).
+    """
     from ..models import get_model_config
 
     mcfg = get_model_config(cfg.model)
-    frames = cfg.frames if cfg.frames is not None else mcfg.num_frames
-    return {
+    images = is_image_run(cfg)
+    frames = cfg.frames if cfg.frames is not None else (frames_per_image(cfg) if images else mcfg.num_frames)
+    inputs = {
         "frames": frames,
         "size": cfg.size if cfg.size is not None else mcfg.img_size,
         "sampling": with_frames(cfg.sampling or mcfg.sampling, frames),
         "views": cfg.views or mcfg.test_views,
         "mean": tuple(mcfg.mean),
         "std": tuple(mcfg.std),
+        "images": images,
     }
+    if images:
+        inputs.update(sampling=f"dense:{frames}x1", views=cfg.views or "1x1")
+        _check_image_inputs(cfg, inputs)
+    return inputs
+
+
+def is_image_run(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` trains on still images: ``format: images``, or ``auto`` with a training (else
+    validation) folder whose class folders hold images (torchvision's ``ImageFolder`` layout)."""
+    if cfg.format != "auto":
+        return cfg.format == "images"
+    data = cfg.train or cfg.val
+    if data is None or not Path(data).is_dir():
+        return False
+    from ..data import detect_format
+
+    return detect_format(data) == "images"
+
+
+def frames_per_image(cfg: TrainConfig) -> int:
+    """The identical frames that show one image to ``cfg.model`` (its stem's temporal stride)."""
+    import torch
+
+    from ..models import create_model
+
+    with torch.device("meta"):
+        return create_model(cfg.model, num_classes=2, **cfg.model_kwargs).frames_per_image
+
+
+def _check_image_inputs(cfg: TrainConfig, inputs: dict) -> None:
+    if cfg.sampling is not None and cfg.sampling != inputs["sampling"]:
+        raise ValueError(f"config sampling: an image run reads each image as {inputs['frames']} identical frames "
+                         f"({inputs['sampling']}); leave sampling unset, got {cfg.sampling!r}")  # fmt: skip
+    from ..data.sampling import parse_views
+
+    if parse_views(inputs["views"])[0] != 1:
+        raise ValueError(f"config views: an image has one temporal view; use 1x1 or 1x3, got {inputs['views']!r}")
 
 
 def _absolute(path: str | None) -> str | None:
@@ -362,8 +406,12 @@ def _absolute(path: str | None) -> str | None:
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with what the variant decides filled in and data paths absolute, as a run records it."""
     inputs = resolve_inputs(cfg)
+    if inputs["images"] and cfg.frames is not None and cfg.frames % (step := frames_per_image(cfg)):
+        raise ValueError(f"config frames: {cfg.model} shows an image as {step} identical frames (its stem's temporal "
+                         f"stride); use --frames {step} (or a multiple), got {cfg.frames}")  # fmt: skip
     return dataclasses.replace(
         cfg,
+        format="images" if inputs["images"] else cfg.format,
         frames=inputs["frames"],
         size=inputs["size"],
         sampling=inputs["sampling"],

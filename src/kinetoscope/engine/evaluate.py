@@ -183,17 +183,29 @@ def eval_dataset(
 ):
     """The multi-view evaluation dataset a run's config implies, over ``annotations`` (a file, or a list
     of ``(path, label)``). Unreadable videos are excluded (``on_error="exclude"``), never substituted."""
-    from ..data import VideoDataset
-
     if on_error not in ("exclude", "raise"):
         raise ValueError(f"evaluation on_error must be 'exclude' or 'raise', got {on_error!r}")
     inputs = resolve_inputs(cfg)
-    return VideoDataset(
-        annotations, root=root, sampling=inputs["sampling"], views=views or inputs["views"], train=False,
-        crop_size=inputs["size"], short_side=cfg.short_side, mean=inputs["mean"], std=inputs["std"],
-        classes=classes, backend=cfg.backend, on_error="raise" if on_error == "raise" else "skip",
-        report_dir=report_dir, format=cfg.format if not isinstance(annotations, list) else "auto", warn=False,
+    return clip_dataset(
+        inputs, annotations, views or inputs["views"], root=root, train=False, crop_size=inputs["size"],
+        short_side=cfg.short_side, mean=inputs["mean"], std=inputs["std"], classes=classes, backend=cfg.backend,
+        on_error="raise" if on_error == "raise" else "skip", report_dir=report_dir,
+        format=cfg.format if not isinstance(annotations, list) else "auto", warn=False,
     )  # fmt: skip
+
+
+def clip_dataset(inputs: dict, annotations, views: str, **kwargs):
+    """The dataset of a run's resolved ``inputs``: a ``VideoDataset`` with their sampling and ``views``,
+    or for an image run an ``ImageDataset`` (each image a clip of ``frames`` identical frames; one
+    temporal view). Both yield the same ``{"video", "label", "index"}`` items."""
+    from ..data import ImageDataset, VideoDataset, parse_views
+
+    if not inputs["images"]:
+        return VideoDataset(annotations, sampling=inputs["sampling"], views=views, **kwargs)
+    clips, crops = parse_views(views)
+    if clips != 1:
+        raise ValueError(f"views {views}: an image has one temporal view; use 1x1 or 1x3")
+    return ImageDataset(annotations, frames=inputs["frames"], crops=crops, **kwargs)
 
 
 def evaluate_checkpoint(

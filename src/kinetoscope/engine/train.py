@@ -37,7 +37,7 @@ from ..models import load_checkpoint, load_pretrained_2d
 from . import checkpoint as ckpt
 from .config import RUN_CONTROL, TrainConfig, check_model_arguments, resolve, resolve_inputs
 from .distributed import DistInfo, EpochShardSampler, agree, all_reduce_mean, barrier, cleanup, init_distributed
-from .evaluate import eval_dataset, evaluate, summary
+from .evaluate import clip_dataset, eval_dataset, evaluate, summary
 from .logging import RunLogger, plot_confusion, plot_curves
 from .optim import build_optimizer, lr_at, set_lr
 
@@ -55,12 +55,13 @@ RESUME_MUST_MATCH = ("model", "model_kwargs", "frames", "size", "sampling", "bat
 # ---------------------------------------------------------------------------------------------- build
 def build_datasets(cfg: TrainConfig, classes: list[str] | None = None, out: Path | None = None):
     """Training clips (augmented) and validation videos (all views; unreadable ones excluded, not
-    substituted). ``cfg`` is resolved (:func:`~kinetoscope.engine.config.resolve`)."""
+    substituted); images as clips of identical frames for an image run. ``cfg`` is resolved
+    (:func:`~kinetoscope.engine.config.resolve`)."""
     inputs = resolve_inputs(cfg)
     train_ds = None
     if cfg.train:
-        train_ds = VideoDataset(
-            cfg.train, root=cfg.root, format=cfg.format, sampling=inputs["sampling"], train=True,
+        train_ds = clip_dataset(
+            inputs, cfg.train, "1x1", root=cfg.root, format=cfg.format, train=True,
             crop_size=inputs["size"], short_side=cfg.short_side, mean=inputs["mean"], std=inputs["std"],
             backend=cfg.backend, on_error=cfg.on_error, report_dir=out, seed=cfg.seed, classes=classes,
             spatial=cfg.spatial, flip=cfg.flip, randaugment=tuple(cfg.randaugment) if cfg.randaugment else None,

@@ -22,10 +22,12 @@ the definition step by step: a gather per round, explicit float32 logits and mas
 ``"export"``. The fast path sorts all rounds in one call, gathers rows once, builds each chunk's additive
 bias (bucket mask, duplicate correction, self mask) from small integer bucket ids, and attends on
 contiguous ``(chunk, 2 * chunk)`` blocks in the input dtype, slab by slab to bound the bias memory. When
-no gradient is needed it runs PyTorch's CPU flash-attention kernel, which (unlike
-``F.scaled_dot_product_attention``) returns the per-round log-sum-exp the merge needs; otherwise an
-explicit softmax that autograd differentiates. ``"export"`` is the explicit path in operators that
-``torch.onnx.export(..., dynamo=True)`` translates (no in-place writes into views, no dtype views).
+On the CPU it runs PyTorch's flash-attention kernel, which (unlike ``F.scaled_dot_product_attention``)
+returns the per-round log-sum-exp the merge needs, with a backward of its own that recomputes each
+slab (:class:`_FusedChunkAttention`: training keeps nothing of the attention matrix's size); with
+dropout or on other devices, an explicit softmax that autograd differentiates. ``"export"`` is the
+explicit path in operators that ``torch.onnx.export(..., dynamo=True)`` translates (no in-place
+writes into views, no dtype views).
 """
 
 from __future__ import annotations
@@ -85,8 +87,8 @@ def lsh_attention(
 
     ``key_padding_mask (B, N)``: True marks tokens that must not be attended to. ``rotations``
     (from :func:`random_rotations`) fixes the hash; otherwise it is drawn with ``generator``.
-    ``impl``: ``"fast"`` (sorted once, chunk attention on contiguous tensors, fused on the CPU when no
-    gradient is needed), ``"export"`` (the same algorithm in plain operators, for ONNX) or ``"reference"``
+    ``impl``: ``"fast"`` (sorted once, chunk attention on contiguous tensors, PyTorch's fused kernel on
+    the CPU), ``"export"`` (the same algorithm in plain operators, for ONNX) or ``"reference"``
     (:func:`lsh_attention_reference`). ``return_attention`` (reference only) also returns the sparse
     attention matrix, ``(B, h, n_hashes, N/c, c, 2c)`` in each round's sorted order.
     """
@@ -118,34 +120,31 @@ def lsh_attention(
     order = (buckets * Np + pos).argsort(dim=-1)  # (B, h, R, Np): by bucket, then position; all rounds at once
     G = B * h * n_hashes  # (batch, head, round) triples: the chunk attention's batch
 
-    def look_back(x: Tensor, dim: int) -> Tensor:  # chunk i sees chunks i and i-1 (cyclic), concatenated
-        return x if n_chunks == 1 else torch.cat([x, x.roll(1, dims=dim)], dim=dim + 1)
-
     q_s = sorted_rows(qk, order).view(G, n_chunks, c, d)
-    k_s = look_back(sorted_rows(F.normalize(qk, dim=-1), order).view(G, n_chunks, c, d), 1)
-    v_s = look_back(sorted_rows(v, order).view(G, n_chunks, c, d), 1)
+    k_s = sorted_rows(F.normalize(qk, dim=-1), order).view(G, n_chunks, c, d)
+    v_s = sorted_rows(v, order).view(G, n_chunks, c, d)
     # every round's bucket of each sorted token, the sorting round first: (R, G, n_chunks, c) small ints
     rolled = torch.stack([buckets.roll(-o, dims=2) for o in range(n_hashes)], dim=-1)  # [..., r, n, o] = round r+o
     q_ids = rolled.gather(3, order.unsqueeze(-1).expand_as(rolled)).to(_id_dtype(n_buckets))
     q_ids = q_ids.permute(4, 0, 1, 2, 3).reshape(n_hashes, G, n_chunks, c)
-    k_ids = look_back(q_ids, 2)
+    k_ids = _look_back(q_ids, dim=2)
 
-    fused = (
-        impl == "fast" and dropout_p == 0.0 and qk.device.type == "cpu" and hasattr(torch.ops.aten, _FUSED_OP)
-        and not (torch.is_grad_enabled() and (qk.requires_grad or v.requires_grad))
-    )  # fmt: skip
-    rows = n_chunks * c * k_s.shape[2]  # bias entries of one (batch, head, round)
+    fused = impl == "fast" and dropout_p == 0.0 and qk.device.type == "cpu" and hasattr(torch.ops.aten, _FUSED_OP)
+    bias_args = (n_buckets, attend_across_buckets)
+    rows = n_chunks * c * k_ids.shape[-1]  # bias entries of one (batch, head, round)
     step = max(1, SLAB_ELEMENTS // rows)  # slabs of (batch, head, round) rows; one under export (G symbolic)
-    outs, lses = [], []
-    for part in [slice(None)] if impl == "export" else [slice(g, g + step) for g in range(0, G, step)]:
-        bias = duplicate_corrected_bias(
-            q_ids[:, part], k_ids[:, part], n_buckets, attend_across_buckets, q_s.dtype, impl == "export"
-        )
-        out, lse = chunk_attention(q_s[part], k_s[part], v_s[part], bias, d**-0.5, dropout_p, fused)
-        outs.append(out)
-        lses.append(lse)
-    out = torch.cat(outs).view(B * h * n_hashes * Np, d) if len(outs) > 1 else outs[0].reshape(-1, d)
-    lse = torch.cat(lses).reshape(B, h, n_hashes, Np) if len(lses) > 1 else lses[0].reshape(B, h, n_hashes, Np)
+    if fused:  # flash kernel forward; backward recomputes each slab's logits (nothing attention-sized is kept)
+        out, lse = _FusedChunkAttention.apply(q_s, k_s, v_s, q_ids, k_ids, bias_args, d**-0.5, step)
+    else:
+        outs, lses = [], []
+        for part in [slice(None)] if impl == "export" else [slice(g, g + step) for g in range(0, G, step)]:
+            bias = duplicate_corrected_bias(q_ids[:, part], k_ids[:, part], *bias_args, q_s.dtype, impl == "export")
+            k_w, v_w = _look_back(k_s[part]), _look_back(v_s[part])
+            out, lse = chunk_attention(q_s[part], k_w, v_w, bias, d**-0.5, dropout_p)
+            outs.append(out)
+            lses.append(lse)
+        out, lse = (torch.cat(outs), torch.cat(lses)) if len(outs) > 1 else (outs[0], lses[0])
+    out, lse = out.reshape(-1, d), lse.reshape(B, h, n_hashes, Np)
 
     # undo the sort (each token's place in every round), then merge the rounds by their attention mass
     place = torch.empty_like(order).scatter_(-1, order, pos.expand_as(order))  # (B, h, R, Np)
@@ -250,17 +249,13 @@ def _bias_table(n_hashes: int, attend_across_buckets: bool, dtype: torch.dtype, 
 
 
 def chunk_attention(
-    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float = 0.0, fused: bool = False
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor, scale: float, dropout_p: float = 0.0
 ) -> tuple[Tensor, Tensor]:
     """``softmax(q k^T * scale + bias) v`` and its log-sum-exp for ``q (..., c, d)``, ``k, v (..., w, d)``.
 
-    ``fused`` runs PyTorch's CPU flash-attention kernel, which returns the log-sum-exp that the round
-    merge needs (``F.scaled_dot_product_attention`` does not); it has no gradient for the log-sum-exp,
-    so training takes the explicit path, which autograd differentiates.
+    Explicit operators, differentiated by autograd (the export path, dropout, devices without the fused
+    kernel).
     """
-    if fused:
-        out, lse = getattr(torch.ops.aten, _FUSED_OP)(q, k.to(q.dtype), v.to(q.dtype), attn_mask=bias, scale=scale)
-        return out, lse
     lead = q.shape[:-2]
     logits = torch.baddbmm(bias.flatten(0, -3), q.flatten(0, -3), k.flatten(0, -3).transpose(1, 2), alpha=scale)
     lse = logits.logsumexp(dim=-1, keepdim=True)
@@ -269,6 +264,72 @@ def chunk_attention(
         probs = F.dropout(probs, p=dropout_p)
     out = probs.to(v.dtype) @ v.flatten(0, -3)
     return out.view(*lead, *out.shape[-2:]), lse.view(lead + lse.shape[-2:-1])
+
+
+class _FusedChunkAttention(torch.autograd.Function):
+    """Chunk attention with its log-sum-exp through PyTorch's CPU flash-attention kernel, slab by slab.
+
+    ``q, k, v (G, n_chunks, c, d)`` in sorted order; each chunk attends to itself and the previous chunk
+    (the window is built per slab). The kernel returns the log-sum-exp the round merge needs
+    (``F.scaled_dot_product_attention`` does not) but has no gradient for it, so the backward is written
+    here, FlashAttention-style: each slab's bias and probabilities ``p = exp(s - lse)`` are recomputed
+    from ``q, k`` and the bucket ids, and with ``D = rowsum(dO * O)`` the logits' gradient is
+    ``p * (dO v^T - D + dlse)``. Only ``q, k, v``, the ids, the output and the log-sum-exp are kept for
+    the backward: nothing of the attention's size.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, q_ids, k_ids, bias_args, scale, step):
+        k, v = k.to(q.dtype), v.to(q.dtype)
+        outs, lses = [], []
+        for g in range(0, q.shape[0], step):
+            part = slice(g, g + step)
+            bias = duplicate_corrected_bias(q_ids[:, part], k_ids[:, part], *bias_args, q.dtype)
+            k_w, v_w = _look_back(k[part]), _look_back(v[part])
+            out, lse = getattr(torch.ops.aten, _FUSED_OP)(q[part], k_w, v_w, attn_mask=bias, scale=scale)
+            outs.append(out)
+            lses.append(lse)
+        out, lse = (torch.cat(outs), torch.cat(lses)) if len(outs) > 1 else (outs[0], lses[0])
+        ctx.save_for_backward(q, k, v, q_ids, k_ids, out, lse)
+        ctx.bias_args, ctx.scale, ctx.step = bias_args, scale, step
+        return out, lse
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out, grad_lse):
+        q, k, v, q_ids, k_ids, out, lse = ctx.saved_tensors
+        grad_out = torch.zeros_like(out) if grad_out is None else grad_out.to(out.dtype)
+        grad_lse = torch.zeros_like(lse) if grad_lse is None else grad_lse
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        for g in range(0, q.shape[0], ctx.step):
+            part = slice(g, g + ctx.step)
+            qp, go = q[part].flatten(0, 1), grad_out[part].flatten(0, 1)  # (S * n_chunks, c, d)
+            kp, vp = _look_back(k[part]).flatten(0, 1), _look_back(v[part]).flatten(0, 1)  # (S * n_chunks, w, d)
+            bias = duplicate_corrected_bias(q_ids[:, part], k_ids[:, part], *ctx.bias_args, q.dtype).flatten(0, 1)
+            probs = torch.baddbmm(bias, qp, kp.transpose(1, 2), alpha=ctx.scale)
+            probs.sub_(lse[part].flatten(0, 1).unsqueeze(-1).to(probs.dtype)).exp_()
+            dv[part] = _look_back_grad((probs.transpose(1, 2) @ go).view(*v[part].shape[:2], -1, v.shape[-1]))
+            # d logits = p * (dO v^T - D + dlse), D = rowsum(dO * O)
+            shift = (go * out[part].flatten(0, 1)).sum(-1) - grad_lse[part].flatten(0, 1).to(go.dtype)
+            grad_logits = (go @ vp.transpose(1, 2)).sub_(shift.unsqueeze(-1)).mul_(probs)
+            dq[part] = (grad_logits @ kp).mul_(ctx.scale).view_as(dq[part])
+            dk_w = (grad_logits.transpose(1, 2) @ qp).mul_(ctx.scale)
+            dk[part] = _look_back_grad(dk_w.view(*k[part].shape[:2], -1, k.shape[-1]))
+        return dq, dk, dv, None, None, None, None, None
+
+
+def _look_back(x: Tensor, dim: int = 1) -> Tensor:
+    """Chunk ``i`` sees chunks ``i`` and ``i - 1`` (cyclic): ``(G, n_chunks, c, d) -> (G, n_chunks, 2c, d)``
+    for ``dim=1`` (the chunk axis; the next axis holds the chunk's tokens)."""
+    return x if x.shape[dim] == 1 else torch.cat([x, x.roll(1, dims=dim)], dim=dim + 1)
+
+
+def _look_back_grad(grad: Tensor) -> Tensor:
+    """The gradient of :func:`_look_back`: a chunk's own part plus what the next chunk saw of it."""
+    if grad.shape[1] == 1:
+        return grad
+    c = grad.shape[2] // 2
+    return grad[:, :, :c] + grad[:, :, c:].roll(-1, dims=1)
 
 
 def _id_dtype(n_buckets: int) -> torch.dtype:

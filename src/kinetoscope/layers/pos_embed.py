@@ -10,13 +10,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def resample_1d(embed: Tensor, length: int) -> Tensor:
-    """``(1, L, C)`` -> ``(1, length, C)`` by linear interpolation (temporal position embeddings)."""
-    if embed.shape[1] == length:
+def resample_1d(embed: Tensor, length: int, num_prefix_tokens: int = 0) -> Tensor:
+    """``(1, prefix + L, C)`` -> ``(1, prefix + length, C)``: the ``L`` rows by linear interpolation
+    (temporal position embeddings), the ``num_prefix_tokens`` leading rows (class tokens) unchanged."""
+    prefix, rows = embed[:, :num_prefix_tokens], embed[:, num_prefix_tokens:]
+    if rows.shape[1] == length:
         return embed
-    x = embed.transpose(1, 2)  # (1, C, L)
-    x = F.interpolate(x.float(), size=length, mode="linear", align_corners=False)
-    return x.transpose(1, 2).to(embed.dtype)
+    x = rows.transpose(1, 2)  # (1, C, L)
+    x = F.interpolate(x.float(), size=length, mode="linear", align_corners=False).transpose(1, 2).to(embed.dtype)
+    return torch.cat([prefix, x], dim=1) if num_prefix_tokens else x
 
 
 def resample_2d(

@@ -11,7 +11,14 @@ from . import (
 from ._base import VideoModel
 from ._config import ModelConfig, PaperReference, ReleasedWeights
 from ._registry import Variant, create_model, get_model_config, list_models, register_model, register_variants
-from ._weights import convert_checkpoint, identify_checkpoint, load_checkpoint, load_pretrained_2d, read_state_dict
+from ._weights import (
+    adapt_state_dict,
+    convert_checkpoint,
+    identify_checkpoint,
+    load_checkpoint,
+    load_pretrained_2d,
+    read_state_dict,
+)
 
 __all__ = [
     "ModelConfig",
@@ -19,6 +26,7 @@ __all__ = [
     "ReleasedWeights",
     "Variant",
     "VideoModel",
+    "adapt_state_dict",
     "convert_checkpoint",
     "create_model",
     "get_model_config",

@@ -51,6 +51,10 @@ The contract (the tests run it over ``list_models()``), for clips ``x`` of shape
 ``convert_2d_state_dict`` / ``resize_2d_tensor``
     The hooks ``load_pretrained_2d`` calls to map and resize a 2D image checkpoint.
 
+``frames_per_image`` / ``resample_tensor``
+    How many identical frames show one still image (image pretraining), and how a tensor built for
+    another clip length or crop is resampled (``kinetoscope.models.adapt_state_dict``).
+
 Also ``reset_classifier``, ``get_classifier`` and ``set_grad_checkpointing``.
 """
 
@@ -265,6 +269,20 @@ class VideoModel(nn.Module):
         """A 2D tensor reshaped to this model's ``target`` (position embeddings, bias tables), or ``None``
         when this family has no rule for ``key``."""
         return None
+
+    # ---------------------------------------------------------------- weights built for another input
+    @property
+    def frames_per_image(self) -> int:
+        """How many identical frames show one still image: the stem's temporal stride, so the image is
+        one token frame and no zero frame is padded in (image pretraining feeds an image this way)."""
+        return 1
+
+    def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        """``value``, this architecture's tensor ``key`` as built for another clip length or crop size
+        (``num_frames``, ``img_size``), resampled to ``target``'s shape the way the model resamples it at
+        run time for such an input (position embeddings over frames or the patch grid, bias tables), or
+        ``None`` when the family has no rule for ``key``. By default the 2D checkpoint rules (grids)."""
+        return self.resize_2d_tensor(key, value, target)
 
 
 def stage_group_matcher(stem: str, stages: str, transition: str, coarse: bool = False) -> dict:

@@ -76,6 +76,13 @@ class ReleasedWeights:
         return dict(asdict(self), released=self.released)
 
 
+# The training settings every ``*_nano`` variant starts from (families add their own on top): nanos are
+# for small from-scratch experiments such as ``kinetoscope synth``'s time-reversal pairs, where a
+# horizontal flip turns move_left into move_right and a clockwise spin into a counter-clockwise one, so
+# flips are off; a short warm-up because those runs are a few hundred steps long.
+NANO_RECIPE: Mapping[str, Any] = {"flip": False, "warmup_epochs": 1.0, "label_smoothing": 0.0, "batch_size": 8}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Defaults every registered variant carries."""

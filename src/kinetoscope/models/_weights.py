@@ -11,8 +11,9 @@ import logging
 import pickle
 import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,90 @@ def load_pretrained_2d(
     return {"loaded": sorted(mapped), "missing": missing, "unexpected": unexpected}
 
 
+# ------------------------------------------------------------------------ weights built for another input
+def adapt_state_dict(
+    model: VideoModel,
+    state_dict: Mapping[str, Tensor],
+    still_source: nn.Module | None = None,
+    source_input: Sequence[int] | None = None,
+) -> dict[str, Tensor]:
+    """``state_dict``, weights of ``model``'s architecture built for another clip length or crop size, as
+    weights of ``model``; with ``still_source``, weights trained on clips of identical frames (an image run).
+
+    * Still frames (``still_source``: the source model, on any device, e.g. ``meta``; ``source_input``:
+      its clips' ``(T, H, W)``): every ``Conv3d`` kernel becomes the 2D kernel it applied to the still
+      frames, the sum of its temporal slices that met a frame (a slice that only met zero padding never
+      learnt), inflated to ``model``'s temporal extent as an ImageNet kernel is: repeated and divided by
+      it (I3D). Inside a clip of identical frames every such conv then gives the image's response; at
+      the clip's first and last frames its zero padding enters again.
+    * A tensor of another shape goes through the family's ``resample_tensor`` (position embeddings over
+      frames or the grid, bias tables: what the model computes at run time for another input); a
+      classifier of another size is dropped.
+
+    A key ``model`` lacks, or a tensor no rule resamples, is a one-line ``ValueError``.
+    """
+    own = model.state_dict()
+    taps = frames_met_by_kernels(still_source, source_input) if still_source is not None else {}
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        if key not in own:
+            raise ValueError(f"checkpoint tensor {key} has no place in {_model_name(model)}; is it of another model?")
+        target = own[key]
+        if key in taps:  # a still-frame Conv3d kernel: (O, I, kt, kh, kw)
+            value = inflate_conv_weight(value[:, :, taps[key]].sum(dim=2), target.shape[2])
+        if value.shape == target.shape:
+            out[key] = value
+        elif key.startswith("head."):
+            log.info("dropping classifier %s: %s vs %s", key, tuple(value.shape), tuple(target.shape))
+        elif (resampled := model.resample_tensor(key, value, target)) is not None and resampled.shape == target.shape:
+            out[key] = resampled
+        else:
+            raise ValueError(
+                f"cannot resample {key} from {tuple(value.shape)} to {_model_name(model)}'s {tuple(target.shape)}; "
+                "build the model for the checkpoint's input (num_frames/img_size, or --frames/--size)"
+            )
+    missing = [k for k in own if k not in out and not k.startswith("head.")]
+    if missing:
+        raise ValueError(
+            f"the checkpoint lacks {len(missing)} tensors {_model_name(model)} has as built for this input (e.g. "
+            f"{missing[0]}): the family sizes its layers by the input, and the checkpoint's model had fewer"
+        )
+    return out
+
+
+def frames_met_by_kernels(model: nn.Module, input_size: Sequence[int]) -> dict[str, list[int]]:
+    """``{"<conv>.weight": slices}``: for every ``Conv3d`` of ``model`` run on clips of ``input_size =
+    (T, H, W)``, the temporal kernel slices that multiply a frame at some output position (the others
+    only ever meet zero padding). One forward finds each conv's input length: build ``model`` on the
+    ``meta`` device and it computes shapes only."""
+    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv3d)}
+    frames: dict[str, int] = {}
+
+    def record(name: str, module: nn.Module, args: tuple) -> None:
+        frames.setdefault(name, args[0].shape[2])  # (B, C, T, H, W): the conv's input frames
+
+    hooks = [m.register_forward_pre_hook(partial(record, name)) for name, m in convs.items()]
+    was_training = model.training
+    try:
+        device = next(model.parameters()).device  # "meta" computes shapes only
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, getattr(model, "in_chans", 3), *input_size, device=device))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return {f"{name}.weight": _slices_met(conv, frames[name]) for name, conv in convs.items() if name in frames}
+
+
+def _slices_met(conv: nn.Conv3d, frames: int) -> list[int]:
+    k, s, d = conv.kernel_size[0], conv.stride[0], conv.dilation[0]
+    if conv.padding_mode != "zeros":  # padded frames repeat real ones
+        return list(range(k))
+    pad = conv.padding[0] if not isinstance(conv.padding, str) else (0 if conv.padding == "valid" else d * (k - 1) // 2)
+    out = (frames + 2 * pad - d * (k - 1) - 1) // s + 1
+    return sorted({j for o in range(out) for j in range(k) if 0 <= o * s - pad + j * d < frames})
+
+
 # ------------------------------------------------------------------------ released checkpoint formats
 # Checkpoints published with a paper's code keep that code's names. Each family registers how to
 # recognise its release's layout and how to rename (and, for image weights, inflate) it into ours;
@@ -367,7 +452,9 @@ def _mismatch_message(model, raw, found, missing, unexpected, wrong) -> str:
         return (
             f"checkpoint does not fit {name} as built: tensors {', '.join(parts)}; it is {found.description}: "
             "build the model for that input (num_frames/img_size, or --frames/--size)"
-        )
+            + (", or resample it with `kinetoscope convert IN OUT --model NAME --frames F --size S`"
+               if found.layout == "kinetoscope" else "")
+        )  # fmt: skip
     return (
         f"checkpoint does not fit {name}: tensors {', '.join(parts)}. For a 2D image checkpoint use "
         "kinetoscope.load_pretrained_2d"
@@ -382,7 +469,8 @@ def convert_checkpoint(
     num_frames: int | None = None,
     img_size: int | None = None,
 ) -> dict:
-    """Convert a checkpoint (released or ours) for ``model_name`` into a safetensors file of ours.
+    """Convert a checkpoint (released or ours) for ``model_name`` into a safetensors file of ours. One of
+    ours built for another clip length or crop is resampled (:func:`adapt_state_dict`).
 
     The output folder is checked before anything is read; an existing ``output`` is kept unless
     ``overwrite``. The result is loaded strictly into the model before it is written (atomically), so a
@@ -390,18 +478,16 @@ def convert_checkpoint(
     """
     from ._registry import create_model, get_model_config
 
-    out = Path(output)
-    if out.suffix != ".safetensors":
-        raise ValueError(f"output must be a .safetensors file, got {out}")
-    check_output_file(out, overwrite)
+    out = check_converted_output(output, overwrite)
     cfg = get_model_config(model_name)
     sd = read_state_dict(source)
     found = identify_checkpoint(sd)
     num_classes = found.num_classes if found is not None else _rows(sd.get("head.weight"))
     frames, size = num_frames or cfg.num_frames, img_size or cfg.img_size
     model = create_model(model_name, num_classes=num_classes or 0, num_frames=frames, img_size=size)
+    if found is None and set(sd) <= set(model.state_dict()):  # ours, maybe built for another input: resampled
+        sd = adapt_state_dict(model, sd)
     load_checkpoint(model, sd)
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     info = {
         "model": model_name,
         "source": found.description if found else "a kinetoscope checkpoint",
@@ -410,10 +496,25 @@ def convert_checkpoint(
         "num_frames": frames,
         "img_size": size,
         "converted_from": Path(source).name,
-        "tensors": len(tensors),
     }
+    return write_converted(out, model, info)
+
+
+def check_converted_output(output: str | Path, overwrite: bool = False) -> Path:
+    """The ``.safetensors`` path a conversion writes, checked before anything is read."""
+    out = Path(output)
+    if out.suffix != ".safetensors":
+        raise ValueError(f"output must be a .safetensors file, got {out}")
+    return check_output_file(out, overwrite)
+
+
+def write_converted(output: Path, model: nn.Module, info: dict) -> dict:
+    """``model``'s weights as safetensors with ``info`` (and the tensor count) as the ``kinetoscope``
+    metadata entry, written atomically; returns the metadata."""
     from safetensors.torch import save
 
-    with atomic_write(out, "wb") as f:
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    info = dict(info, tensors=len(tensors))
+    with atomic_write(output, "wb") as f:
         f.write(save(tensors, metadata={"kinetoscope": json.dumps(info)}))
     return info

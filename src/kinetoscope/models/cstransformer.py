@@ -84,7 +84,7 @@ from ..layers import (
     resample_2d,
 )
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal
-from ._config import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, PaperReference
+from ._config import INCEPTION_MEAN, INCEPTION_STD, NANO_RECIPE, ModelConfig, PaperReference
 from ._registry import Variant, register_variants
 
 AlphaMode = Literal["scalar", "head"]
@@ -330,6 +330,11 @@ class CSTransformer(VideoModel):
             return resample_2d(value, None, self.grid, num_prefix_tokens=1)  # the image grid -> ours
         return None
 
+    def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        if key == "time_embed":  # (1, T, 1, C)
+            return resample_1d(value[:, :, 0], target.shape[1])[:, :, None]
+        return super().resample_tensor(key, value, target)
+
 
 # ------------------------------------------------------------------------------------------ variants
 def _k400(name: str, *, gflops: float, top1: float, note: str = "") -> ModelConfig:
@@ -356,7 +361,7 @@ register_variants(
         Variant(_k400("cst_v2_baseline", gflops=339.6, top1=77.8, note=_BASELINE),
                 dict(spatial_depth=12, temporal_depth=6, cross_stage=False, aggregate=False)),
         Variant(ModelConfig(name="cst_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                            sampling="dense:16x4", min_input=(2, 32)),
+                            sampling="dense:16x4", min_input=(2, 32), recipe=NANO_RECIPE),
                 dict(spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3, drop_path_rate=0.0)),
     ],
 )  # fmt: skip

@@ -64,7 +64,7 @@ from ..layers import (
     window_reverse,
 )
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal, stage_group_matcher
-from ._config import ModelConfig, PaperReference, ReleasedWeights
+from ._config import NANO_RECIPE, ModelConfig, PaperReference, ReleasedWeights
 from ._registry import Variant, register_variants
 from ._weights import (
     CheckpointFormat,
@@ -361,6 +361,10 @@ class DualFormer(VideoModel):
                 return None
         return self.norm(x)
 
+    @property
+    def frames_per_image(self) -> int:
+        return self.strides[0][0]  # the patch embedding's temporal stride
+
     def group_matcher(self, coarse: bool = False) -> dict:
         return stage_group_matcher(r"^stages\.0\.patch_embed", "stages", r"(?:patch_embed|peg)", coarse)
 
@@ -577,7 +581,7 @@ VARIANTS = [
             dict(embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32), depths=(2, 2, 18, 2),
                  drop_path_rate=0.3)),
     Variant(ModelConfig(name="dualformer_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                        min_input=(4, 32)),
+                        min_input=(4, 32), recipe=NANO_RECIPE),
             dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), depths=(2, 2, 2, 2), window=(4, 4, 4),
                  drop_path_rate=0.0, head_drop_rate=0.0)),
 ]  # fmt: skip

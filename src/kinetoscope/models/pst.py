@@ -88,7 +88,7 @@ from ..layers import (
 )
 from ..layers.temporal_shift import cell_offsets, source_frames
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal, stage_group_matcher
-from ._config import ModelConfig, PaperReference, ReleasedWeights
+from ._config import NANO_RECIPE, ModelConfig, PaperReference, ReleasedWeights
 from ._registry import Variant, register_variants
 from ._weights import (
     CheckpointFormat,
@@ -425,6 +425,20 @@ class PatchShiftSwin(VideoModel):
             return value.repeat(target.shape[0] // value.shape[0], 1)  # same 2D bias at every frame offset
         return None
 
+    @property
+    def frames_per_image(self) -> int:
+        return self.patch_size[0] * self.window[0]  # one token frame per temporal window
+
+    def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        """Bias tables of ``2 D - 1`` frame offsets -> the target's: offsets beyond the source table read
+        its edge, as a model run on more token frames than built reads it (a one-offset table repeats)."""
+        cells = (2 * self.window[1] - 1) * (2 * self.window[2] - 1)
+        if key.endswith("relative_position_bias_table") and value.shape[0] % cells == target.shape[0] % cells == 0:
+            src, dst = value.shape[0] // cells, target.shape[0] // cells  # 2 D - 1 offsets each
+            rows = (torch.arange(dst) - dst // 2).clamp(-(src // 2), src // 2) + src // 2  # dt -> source row
+            return value.view(src, cells, -1)[rows].reshape(target.shape)  # (2 D - 1, cells, heads)
+        return super().resample_tensor(key, value, target)
+
 
 class PatchShiftViT(VideoModel):
     """DeiT with TPS in every second block (paper Table 7), frames as a batch of images."""
@@ -515,6 +529,11 @@ class PatchShiftViT(VideoModel):
         if key == "pos_embed":
             return resample_2d(value, None, self.grid, num_prefix_tokens=1)  # the image grid -> ours
         return None
+
+    def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        if key == "time_embed":  # (1, T, 1, C)
+            return resample_1d(value[:, :, 0], target.shape[1])[:, :, None]
+        return super().resample_tensor(key, value, target)
 
 
 # ------------------------------------------------------------------------------------- plug and play
@@ -685,7 +704,7 @@ register_variants(
         Variant(_k400("pst_b_dagger", params_m=88.8, gflops=252, head=174, top1=82.5, pretrain="IN-21K", note=_DAGGER),
                 dict(_SWIN_B, window=(2, 7, 7))),
         Variant(ModelConfig(name="pst_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                            min_input=(4, 32)),
+                            min_input=(4, 32), recipe=NANO_RECIPE),
                 dict(embed_dim=48, depths=(2, 2, 2), num_heads=(2, 4, 8), window=(1, 4, 4), drop_path_rate=0.0,
                      head_drop_rate=0.0)),
     ],

@@ -88,6 +88,9 @@ Choices where the paper is silent
   hashing by full attention with the same projections.
 * **Paper numbers**: params and GMACs (linear layers only) are held to Table 3 within 5 %: a
   reconstruction whose per-block widths are our choice (see "Stage widths").
+* **Other clip lengths**: the frame rows of the clip encoder's position embedding are resampled
+  linearly, its [CLS] row is kept. A 1-frame clip runs the frame encoder on one image (the shifted MSA's
+  keys come from the frame itself), which is how image pretraining (ImageNet-21K in the paper) trains it.
 * **Features and head**: ``forward_features`` returns the frame encoder's tokens ``(B, T, 1 + h w, C)``
   ([CLS] first); the clip encoder (Eq. 8) over the frames' [CLS] is the head's pooling, as timm's
   attention-pooling heads.
@@ -116,7 +119,7 @@ from ..layers import (
     window_reverse,
 )
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal
-from ._config import INCEPTION_MEAN, INCEPTION_STD, ModelConfig, PaperReference
+from ._config import INCEPTION_MEAN, INCEPTION_STD, NANO_RECIPE, ModelConfig, PaperReference
 from ._registry import Variant, register_variants
 
 CITATION = (
@@ -342,9 +345,14 @@ class ShiftedChunkTransformer(VideoModel):
         frames = self.frame_embed(x[:, :, 0])  # (B, T, D')
         B, T, _ = frames.shape
         tokens = torch.cat([self.clip_cls_token.expand(B, -1, -1), frames], dim=1)
-        tokens = tokens + resample_1d(self.clip_pos_embed, T + 1)
+        tokens = tokens + resample_1d(self.clip_pos_embed, T, num_prefix_tokens=1)  # clip [CLS] row kept
         tokens = self.run_blocks(self.clip_blocks, tokens)
         return self.norm(tokens[:, 0])
+
+    def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        if key == "clip_pos_embed":  # (1, 1 + T, D'): the clip [CLS] row kept, the frame rows resampled
+            return resample_1d(value, target.shape[1] - 1, num_prefix_tokens=1)
+        return super().resample_tensor(key, value, target)
 
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(
@@ -385,7 +393,7 @@ register_variants(
         Variant(_k400("sct_l", params_m=59.89, gflops=342.58, top1=83.0),
                 dict(dims=(192, 288, 288, 576, 1152), depth=4, heads=(4, 6, 8, 8))),
         Variant(ModelConfig(name="sct_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                            test_views="2x1", sampling="uniform:16", min_input=(4, 32)),
+                            test_views="2x1", sampling="uniform:16", min_input=(4, 32), recipe=NANO_RECIPE),
                 dict(dims=(32, 48, 64, 96, 192), depth=1, heads=(2, 2, 4, 4), chunk_size=4, clip_dim=64, clip_depth=1,
                      bucket_size=16, n_hashes=2, drop_path_rate=0.0, head_drop_rate=0.0)),
     ],

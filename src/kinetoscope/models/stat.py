@@ -123,7 +123,7 @@ from ..layers import (
     resample_2d,
 )
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal
-from ._config import ModelConfig, PaperReference
+from ._config import NANO_RECIPE, ModelConfig, PaperReference
 from ._registry import Variant, register_variants
 
 Boundary = Literal["skip", "clamp", "cyclic"]
@@ -526,6 +526,17 @@ class STAT(VideoModel):
             return self.norm(frames).mean(dim=1)
         return self.norm(self.checkpointed(self.temporal_agg, frames))[:, 0]  # the video class token
 
+    @property
+    def frames_per_image(self) -> int:
+        return self.stem_stride[0]
+
+    def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
+        if key == "pos_embed_temporal":  # (1, n_t, C)
+            return resample_1d(value, target.shape[1])
+        if key == "pos_embed_spatial":  # (1, h w, C) of a square grid
+            return resample_2d(value, None, self.grid)
+        return super().resample_tensor(key, value, target)
+
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(
             stem=r"^cls_token|pos_embed|stem",
@@ -555,7 +566,7 @@ register_variants(
         Variant(_k400("stat_32", frames=32, views="5x1", gflops=120.2, top1=80.4), dict(t_o=5)),
         Variant(_k400("stat_64", frames=64, views="3x3", gflops=241.3, top1=81.3), dict(t_o=7)),
         Variant(ModelConfig(name="stat_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                            min_input=(4, 32)),
+                            min_input=(4, 32), recipe=NANO_RECIPE),
                 dict(stem=[(16, (3, 3, 3), (2, 2, 2)), (32, (3, 3, 3), (1, 2, 2)), (48, (3, 3, 3), (1, 2, 2))],
                      stages=((1, 48, 1), (2, 96, 2), (1, 192, 4)), kv_pool_size=4, t_o=3, drop_path_rate=0.0,
                      head_drop_rate=0.0)),
