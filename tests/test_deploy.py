@@ -50,7 +50,7 @@ def write_clip(path: Path, label: str, seed: int, frames: int = 32, size: int = 
 # the quickest pair to learn of those measured (pst_nano: loss at chance until ~60 steps, then < 0.1)
 CLASSES = ["move_left", "move_up"]
 TRAINED = ("pst_nano", "dualformer_nano")
-RECIPE = dict(frames=4, size=64, short_side=64, sampling="uniform:4", views="1x1", flip=False, batch_size=8, lr=3e-3,
+RECIPE = dict(frames=4, size=64, short_side=64, sampling="uniform:4", views="1x1", flip=False, batch_size=8, lr=1e-3,
               warmup_epochs=1, weight_decay=0.05, workers=0, eval_every=100, log_every=100)  # fmt: skip
 TRAIN_CLIPS, EPOCHS = 48, 14
 
@@ -111,9 +111,11 @@ def test_onnx_round_trip_of_every_nano(name, tmp_path):
     checkpoint = make_checkpoint(tmp_path / "w.safetensors", name, classes, frames=frames, size=size)
     path = tmp_path / f"{name}.onnx"
     report = export_onnx(path, checkpoint)
+    print(f"{name}: onnxruntime vs PyTorch max abs difference {report['max_abs_diff']:.1e}")
     assert report["max_abs_diff"] <= 1e-4
     # independently of the export's own check: the file as written, a third batch size, PyTorch's fast paths
-    model = load_trained(checkpoint).model
+    trained = load_trained(checkpoint)
+    model = trained.model
     x = torch.randn(1, 3, frames, size, size)
     (got,) = ort.InferenceSession(str(path)).run(["logits"], {"video": x.numpy()})
     with torch.no_grad():
@@ -123,14 +125,15 @@ def test_onnx_round_trip_of_every_nano(name, tmp_path):
     assert json.loads(meta["classes"]) == classes and meta["weights"] == "model"
     assert (meta["model"], meta["num_frames"], meta["img_size"]) == (name, str(frames), str(size))
     assert json.loads(meta["mean"]) == list(cfg.mean) and json.loads(meta["std"]) == list(cfg.std)
-    assert meta["sampling"] == f"{cfg.sampling.split(':')[0]}:{frames}" and meta["views"] == cfg.test_views
+    inputs = resolve_inputs(trained.config)  # what predict and eval would sample
+    assert (meta["sampling"], meta["views"]) == (inputs["sampling"], inputs["views"])
     assert json.loads(meta["kinetoscope"])["config"]["model"] == name  # the safetensors export's metadata
 
 
 @pytest.mark.slow
 def test_cli_export_onnx_prints_the_check_and_refuses_a_mismatch(tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    args = ["export", "--model", "pst_nano", "--frames", "4", "--size", "32", "--format", "onnx", "--output", str(out)]
+    args = ["export", "--model", "cst_nano", "--frames", "2", "--size", "32", "--format", "onnx", "--output", str(out)]
     assert cli_main([*args, "--tolerance", "1e-12"]) == 1  # onnxruntime is close, not bit-equal: refused
     assert not out.exists() and "nothing written" in capsys.readouterr().err
     assert cli_main(args) == 0
@@ -203,7 +206,6 @@ class _Recorder(torch.nn.Module):
 
 
 def test_timeline_decodes_each_frame_once_and_windows_equal_clips_read_directly(untrained, tmp_path, monkeypatch):
-    from kinetoscope.data.decoding import PyAVReader
     from kinetoscope.engine import timeline
 
     video = tmp_path / "long.mp4"
@@ -218,9 +220,10 @@ def test_timeline_decodes_each_frame_once_and_windows_equal_clips_read_directly(
     want = [apply_transform(transform, reader.get_frames(s + sampler.test(24)[0])) for s in starts]
     recorder, decoded = _Recorder(), []
     monkeypatch.setattr(timeline, "load_trained", lambda *a, **k: trained._replace(model=recorder))
-    real_iter = PyAVReader.iter_frames
-    monkeypatch.setattr(PyAVReader, "iter_frames", lambda self: (decoded.append(1) or f for f in real_iter(self)))
-    monkeypatch.setattr(PyAVReader, "get_frames", lambda *a, **k: pytest.fail("the timeline seeks"))
+    kind = type(reader)  # the backend the run's "auto" picks
+    real_iter = kind.iter_frames
+    monkeypatch.setattr(kind, "iter_frames", lambda self: (decoded.append(1) or f for f in real_iter(self)))
+    monkeypatch.setattr(kind, "get_frames", lambda *a, **k: pytest.fail("the timeline seeks"))
     result = predict_timeline(untrained, video, window=2.0, stride=0.5, batch_size=3)
     assert len(decoded) == 61  # each frame decoded once, in one pass
     assert [r["start"] for r in result["rows"]] == pytest.approx([s / FPS for s in starts])
@@ -238,7 +241,9 @@ def test_timeline_switches_label_within_a_stride_of_the_cut(trained, tmp_path):
     parts = [render_clip(c, 32, 64, np.random.default_rng(5000 + i)) for i, c in enumerate(CLASSES)]
     write_video(video, np.concatenate(parts), fps=FPS, crf=18)
     out = tmp_path / "timeline.csv"
-    window, stride = 32 / FPS, 4 / FPS  # a window as long as a training clip; a stride of 4 frames
+    # a window as long as a training clip, a stride of a quarter of it: the stride is the resolution of the 4
+    # frames the clip samples (a window's first 2 of 4 frames come from one class for 8 consecutive starts)
+    window, stride = 32 / FPS, 8 / FPS
     args = ["predict", str(video), "--checkpoint", str(trained["pst_nano"]), "--window", f"{window:.4f}",
             "--stride", f"{stride:.4f}", "--output", str(out)]  # fmt: skip
     assert cli_main(args) == 0
@@ -277,11 +282,11 @@ def test_explanations_put_the_heat_on_the_moving_shapes(trained, name):
         assert heat.shape == mask[idx].shape and np.isfinite(heat).all() and heat.max() == pytest.approx(1.0)
         lifts.append(_mass_over_area(heat, mask[idx]))
         controls.append(_mass_over_area(heat, mask[idx][:, ::-1, ::-1]))  # the shapes' mask turned half a turn
-    assert result["method"] == "hirescam" and "8x8 tokens" in result["detail"]
-    # measured: pst_nano 2.2x / dualformer_nano 2.5x on average (an untrained model spreads the heat)
+    assert result["method"] == "gradcam" and "16x16 tokens" in result["detail"]
+    # measured: pst_nano 6.6x (control 1.4x), dualformer_nano 3.8x (control 1.2x) on average
     print(f"{name}: heat on the shapes {np.mean(lifts):.2f}x their area (control {np.mean(controls):.2f}x)")
-    assert np.mean(lifts) >= 1.6, lifts
-    assert np.mean(lifts) >= np.mean(controls) + 0.5, (lifts, controls)
+    assert np.mean(lifts) >= 2.0, lifts
+    assert np.mean(lifts) >= np.mean(controls) + 1.0, (lifts, controls)
 
 
 FAMILY_NANOS = ["pst_nano", "dualformer_nano", "stat_nano", "sct_nano", "cst_nano", "deit_s_tps"]
@@ -295,7 +300,7 @@ def test_every_family_explains_with_its_method_and_a_grid_that_reaches_the_score
     result = explain_clip(model, x)
     heat = result["heatmap"]
     assert heat.shape == (4, 64, 64) and np.isfinite(heat).all() and 0 <= heat.min() and heat.max() == 1.0
-    assert result["method"] == ("rollout" if name == "cst_nano" else "hirescam")
+    assert result["method"] == ("rollout" if name == "cst_nano" else "gradcam")
     # the facts models/_base.py states: where the head reads class tokens the last grid gets no gradient
     features, grids = model.forward_intermediates(x)
     grads = torch.autograd.grad(model.forward_head(features)[0, result["class_index"]], grids, allow_unused=True)
@@ -308,9 +313,14 @@ def test_every_family_explains_with_its_method_and_a_grid_that_reaches_the_score
         assert zero == [False] * (len(grids) - 1) + [True]
     if name != "cst_nano":
         used = int(result["detail"].split("token grid ")[1].split()[0])
-        assert not zero[used] and (min(grids[used].shape[-2:]) >= 8 or name == "deit_s_tps")
-        cam, _ = gradcam(model, x, result["class_index"], "gradcam")  # the classic form runs too
-        assert torch.isfinite(cam).all()
+        reaching = [i for i in range(len(grids)) if not zero[i]]
+        fine = [i for i in reaching if min(grids[i].shape[-2:]) >= 14]  # 14 tokens a side or more
+        if fine:  # the deepest of those
+            assert used == max(fine), (used, [tuple(g.shape) for g in grids])
+        else:  # else the widest grid reaching the score
+            assert grids[used].shape[-2:].numel() == max(grids[i].shape[-2:].numel() for i in reaching)
+        cam, _ = gradcam(model, x, result["class_index"], "hirescam")  # the other form runs too
+        assert torch.isfinite(cam).all() and cam.shape == grids[used].shape[-3:]
 
 
 def _naive_rollout(maps, grads, T: int, N: int, n_spatial: int) -> torch.Tensor:
@@ -372,9 +382,9 @@ def test_cli_explain_writes_frames_gif_strip_and_says_the_method(trained, videos
     args = ["explain", str(videos[1]), "--checkpoint", str(trained["pst_nano"]), "--output", str(out)]
     assert cli_main([*args, "--class", "move_up"]) == 0
     printed = capsys.readouterr().out
-    assert "move_up" in printed and "method: HiResCAM" in printed
+    assert "move_up" in printed and "method: Grad-CAM on token grid 0" in printed
     info = json.loads((out / "explanation.json").read_text())
-    assert info["class"] == "move_up" and info["method"] == "hirescam" and info["heatmap_shape"] == [4, 64, 64]
+    assert info["class"] == "move_up" and info["method"] == "gradcam" and info["heatmap_shape"] == [4, 64, 64]
     assert len(list(out.glob("frame_*.png"))) == 4 and (out / "strip.png").exists()
     from PIL import Image
 

@@ -393,6 +393,9 @@ class ImageReader:
         frames = decode_rgb(self.path).permute(1, 2, 0)  # (H, W, C)
         return _to_layout(frames.expand(len(idx), -1, -1, -1), layout)  # (T, H, W, C): the image T times
 
+    def iter_frames(self) -> Iterator[Tensor]:
+        yield self.get_frames([0], "THWC")[0]
+
 
 def decode_rgb(path: str | Path) -> Tensor:
     """An image file as uint8 ``(3, H, W)``: torchvision's decoders (JPEG, PNG, WebP), Pillow for the
