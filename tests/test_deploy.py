@@ -100,10 +100,17 @@ def _one_line_error(capsys, command: str, message: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ ONNX
+def _require_onnx_extra():
+    """Skip where the ``[onnx]`` extra is not installed; returns onnxruntime."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    return pytest.importorskip("onnxruntime")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models("*_nano"))
 def test_onnx_round_trip_of_every_nano(name, tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    ort = _require_onnx_extra()
     from kinetoscope.engine.onnx import export_onnx, read_onnx_metadata
 
     frames, size = get_model_config(name).min_input
@@ -132,6 +139,7 @@ def test_onnx_round_trip_of_every_nano(name, tmp_path):
 
 @pytest.mark.slow
 def test_cli_export_onnx_prints_the_check_and_refuses_a_mismatch(tmp_path, capsys):
+    _require_onnx_extra()
     out = tmp_path / "m.onnx"
     args = ["export", "--model", "cst_nano", "--frames", "2", "--size", "32", "--format", "onnx", "--output", str(out)]
     assert cli_main([*args, "--tolerance", "1e-12"]) == 1  # onnxruntime is close, not bit-equal: refused
@@ -139,6 +147,16 @@ def test_cli_export_onnx_prints_the_check_and_refuses_a_mismatch(tmp_path, capsy
     assert cli_main(args) == 0
     printed = capsys.readouterr().out
     assert "onnxruntime vs PyTorch: max abs difference" in printed and out.exists()
+
+
+def test_export_onnx_without_the_extra_is_one_line_naming_it(tmp_path, capsys, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it raises ImportError
+    out = tmp_path / "m.onnx"
+    assert cli_main(["export", "--model", "cst_nano", "--format", "onnx", "--output", str(out)]) == 2
+    _one_line_error(capsys, "export", "pip install 'kinetoscope[onnx]'")
+    assert not out.exists()
 
 
 # -------------------------------------------------------------------------------------------- features
@@ -282,11 +300,14 @@ def test_explanations_put_the_heat_on_the_moving_shapes(trained, name):
         assert heat.shape == mask[idx].shape and np.isfinite(heat).all() and heat.max() == pytest.approx(1.0)
         lifts.append(_mass_over_area(heat, mask[idx]))
         controls.append(_mass_over_area(heat, mask[idx][:, ::-1, ::-1]))  # the shapes' mask turned half a turn
-    assert result["method"] == "gradcam" and "16x16 tokens" in result["detail"]
-    # measured: pst_nano 6.6x (control 1.4x), dualformer_nano 3.8x (control 1.2x) on average
-    print(f"{name}: heat on the shapes {np.mean(lifts):.2f}x their area (control {np.mean(controls):.2f}x)")
-    assert np.mean(lifts) >= 2.0, lifts
-    assert np.mean(lifts) >= np.mean(controls) + 1.0, (lifts, controls)
+    assert result["method"] == "hirescam" and "16x16 tokens" in result["detail"]
+    print(f"{name}: heat on the shapes {np.mean(lifts):.2f}x their area, median {np.median(lifts):.2f}x, least "
+          f"{np.min(lifts):.2f}x (control {np.mean(controls):.2f}x)")  # fmt: skip
+    # measured: pst_nano 5.0x on average, every clip >= 3.2x; dualformer_nano 1.6x, median 1.6x; controls 1.0x;
+    # untrained (fresh weights): pst_nano 1.1x, dualformer_nano 1.1x
+    low, least = {"pst_nano": (3.0, 2.0), "dualformer_nano": (1.3, 0.5)}[name]
+    assert np.mean(lifts) >= low and np.median(lifts) >= low and np.min(lifts) >= least, lifts
+    assert np.mean(lifts) >= np.mean(controls) + low - 1, (lifts, controls)
 
 
 FAMILY_NANOS = ["pst_nano", "dualformer_nano", "stat_nano", "sct_nano", "cst_nano", "deit_s_tps"]
@@ -300,7 +321,7 @@ def test_every_family_explains_with_its_method_and_a_grid_that_reaches_the_score
     result = explain_clip(model, x)
     heat = result["heatmap"]
     assert heat.shape == (4, 64, 64) and np.isfinite(heat).all() and 0 <= heat.min() and heat.max() == 1.0
-    assert result["method"] == ("rollout" if name == "cst_nano" else "gradcam")
+    assert result["method"] == ("rollout" if name == "cst_nano" else "hirescam")
     # the facts models/_base.py states: where the head reads class tokens the last grid gets no gradient
     features, grids = model.forward_intermediates(x)
     grads = torch.autograd.grad(model.forward_head(features)[0, result["class_index"]], grids, allow_unused=True)
@@ -319,7 +340,7 @@ def test_every_family_explains_with_its_method_and_a_grid_that_reaches_the_score
             assert used == max(fine), (used, [tuple(g.shape) for g in grids])
         else:  # else the widest grid reaching the score
             assert grids[used].shape[-2:].numel() == max(grids[i].shape[-2:].numel() for i in reaching)
-        cam, _ = gradcam(model, x, result["class_index"], "hirescam")  # the other form runs too
+        cam, _ = gradcam(model, x, result["class_index"], "gradcam")  # the other form runs too
         assert torch.isfinite(cam).all() and cam.shape == grids[used].shape[-3:]
 
 
@@ -382,9 +403,9 @@ def test_cli_explain_writes_frames_gif_strip_and_says_the_method(trained, videos
     args = ["explain", str(videos[1]), "--checkpoint", str(trained["pst_nano"]), "--output", str(out)]
     assert cli_main([*args, "--class", "move_up"]) == 0
     printed = capsys.readouterr().out
-    assert "move_up" in printed and "method: Grad-CAM on token grid 0" in printed
+    assert "move_up" in printed and "method: HiResCAM" in printed and "token grid 0 of 3" in printed
     info = json.loads((out / "explanation.json").read_text())
-    assert info["class"] == "move_up" and info["method"] == "gradcam" and info["heatmap_shape"] == [4, 64, 64]
+    assert info["class"] == "move_up" and info["method"] == "hirescam" and info["heatmap_shape"] == [4, 64, 64]
     assert len(list(out.glob("frame_*.png"))) == 4 and (out / "strip.png").exists()
     from PIL import Image
 
@@ -393,8 +414,10 @@ def test_cli_explain_writes_frames_gif_strip_and_says_the_method(trained, videos
     assert np.load(out / "heatmap.npy").shape == (4, 64, 64)
     assert cli_main(args) == 2  # an explanation is there already
     assert "already holds an explanation" in capsys.readouterr().err
+    (out / "frame_009.png").write_bytes(b"")  # as if an earlier explanation had had 10 frames
     assert cli_main([*args, "--overwrite", "--method", "gradcam"]) == 0
     assert json.loads((out / "explanation.json").read_text())["method"] == "gradcam"
+    assert sorted(p.name for p in out.glob("frame_*.png")) == [f"frame_{t:03d}.png" for t in range(4)]
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
@@ -407,6 +430,8 @@ def ws(tmp_path_factory, untrained, videos):
     (d / "existing.onnx").write_bytes(b"mine")
     (d / "done").mkdir()
     (d / "done" / "explanation.json").write_text("{}")
+    (d / "frames").mkdir()
+    (d / "frames" / "frame_000.png").write_bytes(b"mine")
     return {"dir": d, "ckpt": str(untrained), "video": str(videos[0]), "missing": str(d / "gone.mp4")}
 
 
@@ -417,6 +442,8 @@ BAD = [
                                            "--output", str(w["dir"] / "new")], "cannot read"),
     ("explain-existing", lambda w: ["explain", w["video"], "--checkpoint", w["ckpt"], "--output",
                                     str(w["dir"] / "done")], "already holds an explanation"),
+    ("explain-a-frame-there", lambda w: ["explain", w["video"], "--checkpoint", w["ckpt"], "--output",
+                                         str(w["dir"] / "frames")], "(frame_000.png); pass --overwrite"),
     ("explain-unknown-class", lambda w: ["explain", w["video"], "--checkpoint", w["ckpt"], "--output",
                                          str(w["dir"] / "new"), "--class", "jump"], "'jump' is not a class"),
     ("explain-rollout-on-pst", lambda w: ["explain", w["video"], "--checkpoint", w["ckpt"], "--output",

@@ -324,8 +324,8 @@ def _explain(p: argparse.ArgumentParser):
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--output", required=True, help="folder for the frames, explanation.gif, strip.png, heatmap.npy")
     p.add_argument("--class", dest="class_name", help="explain this class (default: the predicted one)")
-    p.add_argument("--method", choices=["auto", "gradcam", "hirescam", "rollout"], default="auto",
-                   help="auto: attention rollout where the family allows it (CST), else Grad-CAM")  # fmt: skip
+    p.add_argument("--method", choices=["auto", "hirescam", "gradcam", "rollout"], default="auto",
+                   help="auto: attention rollout where the family allows it (CST), else HiResCAM")  # fmt: skip
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--overwrite", action="store_true", help="replace an explanation already in --output")
 

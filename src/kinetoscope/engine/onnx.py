@@ -160,7 +160,6 @@ def export_onnx(
     if checkpoint is not None and out.resolve() == Path(checkpoint).resolve():
         raise ValueError(f"export would write over its input {checkpoint}; choose another --output")
     check_output_file(out, overwrite, "export output")
-    onnx, _ = _require_onnx()
     if checkpoint is not None:
         if frames is not None or size is not None:
             raise ValueError("--frames/--size apply to --model only; a checkpoint's model has its own input size")
@@ -174,6 +173,7 @@ def export_onnx(
 
         classes, weights, num_classes = None, "untrained", get_model_config(cfg.model).num_classes
         model = model_from_config(cfg, num_classes).eval()
+    onnx, _ = _require_onnx()  # after the input's checks: a bad checkpoint is named whether or not the extra is there
     inputs = resolve_inputs(cfg)
     shape = (inputs["frames"], inputs["size"], inputs["size"])
     generator = torch.Generator().manual_seed(0)
