@@ -57,22 +57,34 @@ TRAIN_CLIPS, EPOCHS = 48, 14
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """``{name: checkpoint}``: each family in ``TRAINED`` trained on the same small synthetic set. The tests
-    using it are one xdist group, so one worker trains."""
+    """``{name: checkpoint}``: each family in ``TRAINED`` trained on the same small synthetic set, once per
+    test run: under xdist the first worker to get here trains into the run's shared temporary folder while
+    the others wait on a lock, then read its checkpoints (the tests are also one xdist group, for
+    ``--dist loadgroup``)."""
+    import os
+
+    from filelock import FileLock
+
     from kinetoscope.engine import train
 
-    d = tmp_path_factory.mktemp("trained")
-    rows = ["path,label"]
-    for k in range(TRAIN_CLIPS):
-        label = CLASSES[k % 2]
-        write_clip(d / f"{k}.mp4", label, seed=k)
-        rows.append(f"{k}.mp4,{label}")
-    (d / "train.csv").write_text("\n".join(rows) + "\n")
-    runs = {}
-    for name in TRAINED:
-        torch.manual_seed(0)
-        train(TrainConfig(model=name, train=str(d / "train.csv"), epochs=EPOCHS, output=str(d / name), **RECIPE))
-        runs[name] = d / name / "last.pth"
+    base = tmp_path_factory.getbasetemp()
+    d = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "deploy_trained"
+    runs = {name: d / name / "last.pth" for name in TRAINED}
+    with FileLock(str(d) + ".lock"):
+        if (d / "done").exists():
+            return runs
+        d.mkdir(exist_ok=True)
+        rows = ["path,label"]
+        for k in range(TRAIN_CLIPS):
+            label = CLASSES[k % 2]
+            write_clip(d / f"{k}.mp4", label, seed=k)
+            rows.append(f"{k}.mp4,{label}")
+        (d / "train.csv").write_text("\n".join(rows) + "\n")
+        for name in TRAINED:
+            torch.manual_seed(0)
+            train(TrainConfig(model=name, train=str(d / "train.csv"), epochs=EPOCHS, output=str(d / name),
+                              overwrite=True, **RECIPE))  # fmt: skip
+        (d / "done").write_text("")
     return runs
 
 
