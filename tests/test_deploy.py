@@ -80,10 +80,15 @@ def trained(tmp_path_factory):
             write_clip(d / f"{k}.mp4", label, seed=k)
             rows.append(f"{k}.mp4,{label}")
         (d / "train.csv").write_text("\n".join(rows) + "\n")
-        for name in TRAINED:
-            torch.manual_seed(0)
-            train(TrainConfig(model=name, train=str(d / "train.csv"), epochs=EPOCHS, output=str(d / name),
-                              overwrite=True, **RECIPE))  # fmt: skip
+        threads = torch.get_num_threads()  # conftest's one thread comes later: it is per test, this per module
+        torch.set_num_threads(1)
+        try:
+            for name in TRAINED:
+                torch.manual_seed(0)
+                train(TrainConfig(model=name, train=str(d / "train.csv"), epochs=EPOCHS, output=str(d / name),
+                                  overwrite=True, **RECIPE))  # fmt: skip
+        finally:
+            torch.set_num_threads(threads)
         (d / "done").write_text("")
     return runs
 
