@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "33d34008a85c3296"
+FINGERPRINT = "a1747d480c76d465"
 
 ROWS_JSON = r"""
 [

@@ -213,7 +213,7 @@ def _eval(p: argparse.ArgumentParser):
     return run
 
 
-@command("predict", "class probabilities for video files")
+@command("predict", "class probabilities for video files, or a timeline of windows over one long video")
 def _predict(p: argparse.ArgumentParser):
     p.add_argument("videos", nargs="+")
     p.add_argument("--checkpoint", required=True)
@@ -221,8 +221,19 @@ def _predict(p: argparse.ArgumentParser):
     p.add_argument("--views", help="CLIPSxCROPS (default: the run's)")
     p.add_argument("--device", default="auto", choices=DEVICES)
     p.add_argument("--format", choices=["text", "json"], default="text")
+    p.add_argument("--window", type=_positive_float, help="seconds per window (fractions allowed): classify "
+                   "sliding windows of one long video instead of whole files")  # fmt: skip
+    p.add_argument("--stride", type=_positive_float, help="seconds between window starts (default: half the window)")
+    p.add_argument("--batch-size", type=_positive_int, dest="batch_size",
+                   help="windows per forward pass (default: the run's batch size)")  # fmt: skip
+    p.add_argument("--output", help="with --window: the timeline CSV (a PNG plot is written beside it)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output and its PNG")
 
     def run(a: argparse.Namespace) -> int:
+        if a.window is not None:
+            return _timeline(a)
+        if a.output or a.stride or a.batch_size:
+            raise ValueError("--output, --stride and --batch-size belong to a timeline: add --window SECONDS")
         _status(f"predicting {len(a.videos)} video(s) with {a.checkpoint} (loading PyTorch) ...")
         from .engine import predict
 
@@ -242,19 +253,149 @@ def _predict(p: argparse.ArgumentParser):
     return run
 
 
-@command("export", "write a checkpoint's weights only (safetensors), with model name and classes")
-def _export(p: argparse.ArgumentParser):
+def _timeline(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ._files import check_output_file
+
+    if len(a.videos) != 1:
+        raise ValueError(f"--window makes a timeline of one video; got {len(a.videos)}")
+    if a.views:
+        raise ValueError("--views does not apply to a timeline: each window is one centre-cropped clip")
+    if a.output:
+        check_output_file(a.output, a.overwrite, "--output")
+        check_output_file(Path(a.output).with_suffix(".png"), a.overwrite, "timeline plot")
+    _status(f"classifying windows of {a.videos[0]} with {a.checkpoint} (loading PyTorch) ...")
+    from .engine.timeline import format_timeline, plot_timeline, predict_timeline, write_timeline_csv
+
+    result = predict_timeline(a.checkpoint, a.videos[0], a.window, a.stride, a.topk, a.batch_size, a.device,
+                              progress=True)  # fmt: skip
+    if a.format == "json":
+        print(json.dumps({k: v for k, v in result.items() if k != "probs"}, indent=1))
+    else:
+        print(f"{result['video']}: {len(result['rows'])} windows of {result['window_frames']} frames every "
+              f"{result['stride_frames']} frames ({result['fps']:g} fps)")  # fmt: skip
+        print("\n".join(format_timeline(result["rows"])))
+    if a.output:
+        csv_path = write_timeline_csv(result, a.output)
+        png = plot_timeline(result, Path(a.output).with_suffix(".png"))
+        print(f"wrote {csv_path} and {png}")
+    return 0
+
+
+@command("features", "pooled pre-logits (embeddings) of video files, per video or per clip")
+def _features(p: argparse.ArgumentParser):
+    p.add_argument("videos", nargs="+")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", choices=["safetensors"], default="safetensors")
-    p.add_argument("--output", help="default: the checkpoint path with .safetensors")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output (never the checkpoint)")
+    p.add_argument("--output", required=True, help="feats.npy (rows named in feats.json beside it) or .safetensors")
+    p.add_argument("--per-clip", action="store_true", dest="per_clip",
+                   help="one row per view (clip x crop) instead of their mean per video")  # fmt: skip
+    p.add_argument("--views", help="CLIPSxCROPS (default: the run's)")
+    p.add_argument("--batch-size", type=_positive_int, dest="batch_size",
+                   help="clips per forward pass (default: the run's batch size)")  # fmt: skip
+    p.add_argument("--workers", type=_non_negative_int, default=2)
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output (and its sidecar)")
 
     def run(a: argparse.Namespace) -> int:
-        _status(f"exporting {a.checkpoint} (loading PyTorch) ...")
-        from .engine import export
+        from ._files import check_output_file
+        from .engine.features import feature_outputs
 
-        out = export(a.checkpoint, a.output, a.overwrite)
-        print(f"wrote {out}")
+        for f in feature_outputs(a.output):
+            check_output_file(f, a.overwrite, "--output")
+        _status(f"features of {len(a.videos)} video(s) with {a.checkpoint} (loading PyTorch) ...")
+        from .engine.features import extract_features, save_features
+
+        result = extract_features(a.checkpoint, a.videos, a.views, a.batch_size, a.workers, a.device, progress=True)
+        files = save_features(result, a.output, a.per_clip, a.overwrite)
+        for row in result["unreadable"]:
+            print(f"kinetoscope features: error: {row['video']}: {row['error']} (left out)", file=sys.stderr)
+        shape = result["clip_features"].shape if a.per_clip else result["features"].shape
+        print(f"wrote {' and '.join(map(str, files))}: {shape[0]} videos x {' x '.join(map(str, shape[1:]))} "
+              f"({result['sampling']}, views {result['views']})")  # fmt: skip
+        return 1 if result["unreadable"] else 0
+
+    return run
+
+
+@command("explain", "heatmaps of where a model looks for a class: PNG frames, a GIF and a strip")
+def _explain(p: argparse.ArgumentParser):
+    p.add_argument("video")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--output", required=True, help="folder for the frames, explanation.gif, strip.png, heatmap.npy")
+    p.add_argument("--class", dest="class_name", help="explain this class (default: the predicted one)")
+    p.add_argument("--method", choices=["auto", "hirescam", "gradcam", "rollout"], default="auto",
+                   help="auto: attention rollout where the family allows it (CST), else HiResCAM")  # fmt: skip
+    p.add_argument("--device", default="auto", choices=DEVICES)
+    p.add_argument("--overwrite", action="store_true", help="replace an explanation already in --output")
+
+    def run(a: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        if not Path(a.video).exists():
+            raise ValueError(f"{a.video}: file not found")
+        _status(f"explaining {a.video} with {a.checkpoint} (loading PyTorch) ...")
+        from .engine.explain import check_explanation_dir, explain, write_explanation
+
+        check_explanation_dir(a.output, a.overwrite)
+        result = explain(a.checkpoint, a.video, a.class_name, a.method, a.device)
+        files = write_explanation(result, a.output, a.overwrite)
+        print(f"{result['video']}: {result['class']} (probability {result['probability']:.3f}; predicted "
+              f"{result['predicted_class']})")  # fmt: skip
+        print(f"method: {result['detail']}")
+        print(f"wrote {len(files) - 4} frames, {files[-4].name}, {files[-3].name}, {files[-2].name} and "
+              f"{files[-1].name} to {a.output}")  # fmt: skip
+        return 0
+
+    return run
+
+
+@command("export", "write a checkpoint's weights (safetensors) or the model as ONNX, checked with onnxruntime")
+def _export(p: argparse.ArgumentParser):
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint")
+    source.add_argument("--model", help="a registered variant with untrained weights (ONNX only)")
+    p.add_argument("--format", choices=["safetensors", "onnx"], default="safetensors")
+    p.add_argument("--output", help="default: the checkpoint path with .safetensors / .onnx")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output (never the checkpoint)")
+    p.add_argument("--frames", type=_positive_int, help="with --model: clip length (default: the variant's)")
+    p.add_argument("--size", type=_positive_int, help="with --model: crop size (default: the variant's)")
+    p.add_argument("--tolerance", type=_positive_float, default=1e-4,
+                   help="largest |onnxruntime - PyTorch| logit accepted (default 1e-4)")  # fmt: skip
+    p.add_argument("--opset", type=_positive_int, help="ONNX opset (default: PyTorch's)")
+
+    def run(a: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        if a.format == "safetensors":
+            if a.model or a.frames or a.size:
+                raise ValueError("--model, --frames and --size need --format onnx (safetensors exports a checkpoint)")
+            _status(f"exporting {a.checkpoint} (loading PyTorch) ...")
+            from .engine import export
+
+            out = export(a.checkpoint, a.output, a.overwrite)
+            print(f"wrote {out}")
+            return 0
+        if a.output is None and a.model:
+            raise ValueError("--model needs --output FILE.onnx")
+        output = a.output or str(Path(a.checkpoint).with_suffix(".onnx"))
+        from ._files import check_output_file
+
+        check_output_file(output, a.overwrite, "--output")
+        _status(f"exporting {a.checkpoint or a.model} to ONNX (loading PyTorch; tracing takes a while) ...")
+        from .engine.onnx import OnnxMismatchError, export_onnx
+
+        try:
+            r = export_onnx(output, a.checkpoint, a.model, a.overwrite, a.tolerance, a.opset, a.frames, a.size)
+        except OnnxMismatchError as err:
+            print(f"kinetoscope export: error: {err}", file=sys.stderr)
+            return 1
+        meta = r["metadata"]
+        print(f"wrote {r['output']} ({r['bytes'] / 2**20:.1f} MiB, {r['seconds']:.0f} s): {meta['input']} -> "
+              f"{meta['output'].split(';')[0]}")  # fmt: skip
+        print(f"onnxruntime vs PyTorch: max abs difference {r['max_abs_diff']:.2e} (tolerance {a.tolerance:g})")
+        print(f"preprocessing in the file's metadata_props: sampling {meta['sampling']}, views {meta['views']}, "
+              f"mean {meta['mean']}, std {meta['std']}")  # fmt: skip
         return 0
 
     return run

@@ -1,7 +1,8 @@
 """One reader interface over video files and frame folders.
 
 ``open_video(path, backend="auto")`` returns a reader with ``num_frames``, ``fps``, ``duration`` and
-``get_frames(indices, layout="TCHW")`` giving uint8 frames. Readers open their file lazily, on the
+``get_frames(indices, layout="TCHW")`` giving uint8 frames, and ``iter_frames()`` giving every frame once,
+in order, from one sequential pass (long videos: no seek per clip). Readers open their file lazily, on the
 first call that needs it, so a dataset can be built (and forked by DataLoader workers) before any
 decoder exists; each worker then opens its own with one FFmpeg thread.
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import functools
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -59,6 +60,8 @@ class VideoReader(Protocol):
     def duration(self) -> float: ...
 
     def get_frames(self, indices: Sequence[int], layout: Layout = "TCHW") -> Tensor: ...
+
+    def iter_frames(self) -> Iterator[Tensor]: ...
 
 
 def _check_indices(indices: Sequence[int], num_frames: int, path: str) -> list[int]:
@@ -192,6 +195,19 @@ class PyAVReader:
             raise VideoDecodeError(f"{self.path}: decoding failed ({type(err).__name__}: {err})") from err
         return out
 
+    def iter_frames(self) -> Iterator[Tensor]:
+        """Every frame as uint8 ``(H, W, C)``, in presentation order, decoded once from the start."""
+        container, stream = self._open(), self._stream
+        try:
+            container.seek(0, stream=stream, backward=True, any_frame=False)
+            for frame in container.decode(stream):
+                if frame.pts is not None:  # as the index counts frames
+                    yield self._frame_to_tensor(frame)
+        except VideoDecodeError:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise VideoDecodeError(f"{self.path}: decoding failed ({type(err).__name__}: {err})") from err
+
     def _worth_seeking(self, position: int, target: int) -> bool:
         """A keyframe after the current position and at or before the target: seeking skips work."""
         k = bisect_right(self._keyframes, target) - 1
@@ -284,6 +300,16 @@ class TorchCodecReader:
             raise VideoDecodeError(f"{self.path}: decoding failed ({type(err).__name__}: {err})") from err
         return _to_layout(frames, layout)
 
+    def iter_frames(self) -> Iterator[Tensor]:
+        """Every frame as uint8 ``(H, W, C)``, in order; ascending indices decode without seeking."""
+        decoder = self._open()
+        for i in range(self.num_frames):
+            try:
+                frame = decoder[i]
+            except Exception as err:  # noqa: BLE001
+                raise VideoDecodeError(f"{self.path}: decoding failed ({type(err).__name__}: {err})") from err
+            yield frame
+
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_decoder"] = None
@@ -337,6 +363,10 @@ class FrameFolderReader:
         frames = torch.stack([cache[i] for i in idx]).permute(0, 2, 3, 1)  # (T, H, W, C)
         return _to_layout(frames, layout)
 
+    def iter_frames(self) -> Iterator[Tensor]:
+        for i in range(self.num_frames):
+            yield self.get_frames([i], "THWC")[0]
+
 
 class ImageReader:
     """A still image as a one-frame video."""
@@ -362,6 +392,9 @@ class ImageReader:
         idx = _check_indices(indices, self.num_frames, self.path)
         frames = decode_rgb(self.path).permute(1, 2, 0)  # (H, W, C)
         return _to_layout(frames.expand(len(idx), -1, -1, -1), layout)  # (T, H, W, C): the image T times
+
+    def iter_frames(self) -> Iterator[Tensor]:
+        yield self.get_frames([0], "THWC")[0]
 
 
 def decode_rgb(path: str | Path) -> Tensor:

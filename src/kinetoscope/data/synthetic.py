@@ -83,12 +83,16 @@ def _polar(radius: float, angle: float) -> np.ndarray:
     return np.array([radius * math.cos(angle), radius * math.sin(angle)])
 
 
-def render_clip(label: str, frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def render_clip(
+    label: str, frames: int, size: int, rng: np.random.Generator, masks: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """One ``(frames, size, size, 3)`` uint8 clip of class ``label``.
 
     Three bright shapes move together over a dim textured background (translate, scale about the
     centre, or rotate about the centre); a grey distractor wanders on its own; every frame gets noise.
-    The second class of each pair is the first played backwards.
+    The second class of each pair is the first played backwards. With ``masks=True`` also the
+    ``(frames, size, size)`` boolean mask of the three shapes whose motion is the label (not the
+    distractor), frame by frame: ``(clip, masks)``. The random draws are the same either way.
     """
     base = label if label in PAIRS else next(k for k, v in PAIRS.items() if v == label)
     reverse = label not in PAIRS
@@ -111,6 +115,7 @@ def render_clip(label: str, frames: int, size: int, rng: np.random.Generator) ->
     d_pos = rng.uniform(0.2, 0.8, size=2) * size
     d_walk = rng.normal(0, 0.02 * size, size=(frames, 2)).cumsum(0)
     clip = np.empty((frames, size, size, 3), dtype=np.float32)
+    mask = np.zeros((frames, size, size), dtype=bool)
     for t in range(frames):
         s = t / max(frames - 1, 1) - 0.5  # -0.5 -> 0.5 over the clip
         img = bg.copy()
@@ -129,10 +134,14 @@ def render_clip(label: str, frames: int, size: int, rng: np.random.Generator) ->
                 a = turn * s
                 x, y = x * math.cos(a) - y * math.sin(a), x * math.sin(a) + y * math.cos(a)
                 angle = angle + a
-            img[_polygon_mask(size, x + centre, y + centre, radius, angle, sh["sides"])] = sh["colour"]
+            shape = _polygon_mask(size, x + centre, y + centre, radius, angle, sh["sides"])
+            img[shape] = sh["colour"]
+            mask[t] |= shape
         clip[t] = img + rng.normal(0, 4, size=img.shape)
     clip = np.clip(clip, 0, 255).astype(np.uint8)
-    return clip[::-1].copy() if reverse else clip
+    if reverse:
+        clip, mask = clip[::-1].copy(), mask[::-1].copy()
+    return (clip, mask) if masks else clip
 
 
 def _write_one(job: tuple[str, str, int, int, int, float]) -> None:

@@ -9,12 +9,33 @@ One attention for every family. Two hooks cover what the papers need beyond plai
   attention explicitly (the fused kernel never materialises ``A``).
 
 Parameter names (``qkv``, ``proj``) follow timm so 2D checkpoints load without renaming.
+
+:func:`record_attention` collects the attention probabilities of every call made inside it (attention
+rollout, ``kinetoscope explain``); it switches those calls to the explicit path, which computes them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+_RECORDERS: list[list[Tensor]] = []  # the lists of the active record_attention() blocks
+
+
+@contextlib.contextmanager
+def record_attention() -> Iterator[list[Tensor]]:
+    """Yield a list that receives ``softmax(q k^T * scale + attn_bias)``, ``(..., N, M)``, of every
+    :func:`attention` call inside the block, in call order and still in the autograd graph (so the
+    gradient of a score with respect to each map can be taken, as gradient-weighted rollout does)."""
+    maps: list[Tensor] = []
+    _RECORDERS.append(maps)
+    try:
+        yield maps
+    finally:
+        del _RECORDERS[next(i for i, m in enumerate(_RECORDERS) if m is maps)]  # by identity: lists compare by value
 
 
 def attention(
@@ -31,7 +52,7 @@ def attention(
     Returns ``(out, logits)`` where ``logits`` is ``q k^T * scale`` (before the bias) when
     ``return_logits`` is set, else ``None``.
     """
-    if not return_logits:
+    if not return_logits and not _RECORDERS:
         if attn_bias is not None:
             attn_bias = attn_bias.to(q.dtype)
         if q.dim() == 4:
@@ -55,9 +76,11 @@ def attention(
     logits = (q * scale) @ k.transpose(-2, -1)  # (..., N, M)
     attn = logits if attn_bias is None else logits + attn_bias
     attn = attn.softmax(dim=-1)
+    for maps in _RECORDERS:
+        maps.append(attn)
     if dropout_p > 0.0:
         attn = F.dropout(attn, p=dropout_p)
-    return attn @ v, logits
+    return attn @ v, (logits if return_logits else None)
 
 
 class Attention(nn.Module):
