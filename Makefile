@@ -22,7 +22,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 
 test: venv lint
-	$(BIN)/python -m pytest -q -n 2 --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
 
 bench: venv
 	$(BIN)/python benchmarks/run_all.py
