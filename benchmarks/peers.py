@@ -198,8 +198,8 @@ def count_gmacs(rows: list[Entry], size: int) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------------- training
-def train_child(entry: Entry, size: int, checkpointing: bool, steps: int, clock: str = "wall") -> dict:
-    """Inside the child: one warm-up and ``steps`` timed forward + backward steps at batch 2."""
+def train_child(entry: Entry, size: int, checkpointing: bool, steps: int, clock: str = "wall", warmup: int = 1) -> dict:
+    """Inside the child: ``warmup`` untimed and ``steps`` timed forward + backward steps at batch 2."""
     now = CLOCKS[clock]
 
     torch.manual_seed(0)
@@ -209,19 +209,21 @@ def train_child(entry: Entry, size: int, checkpointing: bool, steps: int, clock:
     x, y = torch.randn(2, 3, entry.frames, size, size), torch.tensor([0, 1])
     rss_before = current_rss_mib()
     times = []
-    for i in range(steps + 1):
+    for i in range(warmup + steps):
         t0 = now()
         nn.functional.cross_entropy(model(x), y).backward()
         model.zero_grad(set_to_none=True)
-        if i:
+        if i >= warmup:
             times.append((now() - t0) * 1000)
     return {"step_ms": times, "max_rss_mib": peak_rss_mib(), "rss_before_mib": rss_before}
 
 
-def run_train_child(entry: Entry, size: int, checkpointing: bool, steps: int, clock: str = "wall") -> dict:
+def run_train_child(
+    entry: Entry, size: int, checkpointing: bool, steps: int, clock: str = "wall", warmup: int = 1
+) -> dict:
     spec = json.dumps({"model": entry.model, "frames": entry.frames, "ours": entry.ours})
     cmd = [sys.executable, __file__, "--train-child", spec, "--size", str(size), "--train-steps", str(steps)]
-    cmd += ["--clock", clock]
+    cmd += ["--clock", clock, "--train-warmup", str(warmup)]
     cmd += ["--threads", str(torch.get_num_threads())]
     if checkpointing:
         cmd.append("--checkpointing")
@@ -319,7 +321,12 @@ def markdown(
             "",
             f"Training, batch 2, fp32, forward + backward (no optimiser step), {args.size} crops: one child "
             f"process per configuration, {args.train_rounds} round(s) round-robin, {args.train_steps} timed step(s) "
-            "after one warm-up each. Peak = the child's max RSS (VmHWM); rise = peak minus the RSS before the "
+            + (
+                f"after {getattr(args, 'train_warmup', 1)} warm-up step(s) each. "
+                if getattr(args, "train_warmup", 1)
+                else "with no warm-up (the time includes the first call's allocations and cached geometry). "
+            )
+            + "Peak = the child's max RSS (VmHWM); rise = peak minus the RSS before the "
             "first step (activations, gradients, temporaries).",
             "",
             "| model | input | checkpointing | step ms (spread) | peak MiB | rise MiB | rise vs plain | "
@@ -392,6 +399,7 @@ def main() -> None:
                     help="training configurations (none: skip training)")  # fmt: skip
     ap.add_argument("--train-rounds", type=int, default=1)
     ap.add_argument("--train-steps", type=int, default=1)
+    ap.add_argument("--train-warmup", type=int, default=1, help="untimed steps before the timed ones")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
     ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
                     help="wall time, or this process's CPU time (honest with 1 thread on a busy machine)")  # fmt: skip
@@ -403,7 +411,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     if a.train_child:
         spec = json.loads(a.train_child)
-        print(json.dumps(train_child(Entry(**spec), a.size, a.checkpointing, a.train_steps, a.clock)))
+        print(json.dumps(train_child(Entry(**spec), a.size, a.checkpointing, a.train_steps, a.clock, a.train_warmup)))
         return
 
     load = [os.getloadavg()]
@@ -430,7 +438,7 @@ def main() -> None:
     for _ in range(a.train_rounds):
         for entry in train_entries:
             for ckpt in (False, True):
-                res = run_train_child(entry, a.size, ckpt, a.train_steps, a.clock)
+                res = run_train_child(entry, a.size, ckpt, a.train_steps, a.clock, a.train_warmup)
                 results.setdefault((entry.label, ckpt), []).append(res)
                 print(entry.label, "ckpt" if ckpt else "plain", res, flush=True)
     train = train_rows(results, {e.label: e.frames for e in train_entries})
