@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
+    CLOCKS,
     achieved_fraction,
     current_rss_mib,
     gemm_peak_gflops,
@@ -168,7 +170,7 @@ def inference_rows(
     return out
 
 
-def time_inference(rows: list[Entry], size: int, repeats: int, dtypes: list[str]) -> dict:
+def time_inference(rows: list[Entry], size: int, repeats: int, dtypes: list[str], clock: str = "wall") -> dict:
     """``{(label, dtype): [ms, ...]}`` for batch-1 forwards, every model and dtype interleaved."""
     runs = {}
     for entry in rows:
@@ -181,7 +183,7 @@ def time_inference(rows: list[Entry], size: int, repeats: int, dtypes: list[str]
                     model(x)
 
             runs[(entry.label, dtype)] = run
-    return interleaved_ms(runs, repeats, warmup=1)
+    return interleaved_ms(runs, repeats, warmup=1, clock=clock)
 
 
 def count_gmacs(rows: list[Entry], size: int) -> dict[str, float]:
@@ -196,9 +198,9 @@ def count_gmacs(rows: list[Entry], size: int) -> dict[str, float]:
 
 
 # -------------------------------------------------------------------------------------------- training
-def train_child(entry: Entry, size: int, checkpointing: bool, steps: int) -> dict:
-    """Inside the child: one warm-up and ``steps`` timed forward + backward steps at batch 2."""
-    import time
+def train_child(entry: Entry, size: int, checkpointing: bool, steps: int, clock: str = "wall", warmup: int = 1) -> dict:
+    """Inside the child: ``warmup`` untimed and ``steps`` timed forward + backward steps at batch 2."""
+    now = CLOCKS[clock]
 
     torch.manual_seed(0)
     model = build(entry, size).train()
@@ -207,18 +209,21 @@ def train_child(entry: Entry, size: int, checkpointing: bool, steps: int) -> dic
     x, y = torch.randn(2, 3, entry.frames, size, size), torch.tensor([0, 1])
     rss_before = current_rss_mib()
     times = []
-    for i in range(steps + 1):
-        t0 = time.perf_counter()
+    for i in range(warmup + steps):
+        t0 = now()
         nn.functional.cross_entropy(model(x), y).backward()
         model.zero_grad(set_to_none=True)
-        if i:
-            times.append((time.perf_counter() - t0) * 1000)
+        if i >= warmup:
+            times.append((now() - t0) * 1000)
     return {"step_ms": times, "max_rss_mib": peak_rss_mib(), "rss_before_mib": rss_before}
 
 
-def run_train_child(entry: Entry, size: int, checkpointing: bool, steps: int) -> dict:
+def run_train_child(
+    entry: Entry, size: int, checkpointing: bool, steps: int, clock: str = "wall", warmup: int = 1
+) -> dict:
     spec = json.dumps({"model": entry.model, "frames": entry.frames, "ours": entry.ours})
     cmd = [sys.executable, __file__, "--train-child", spec, "--size", str(size), "--train-steps", str(steps)]
+    cmd += ["--clock", clock, "--train-warmup", str(warmup)]
     cmd += ["--threads", str(torch.get_num_threads())]
     if checkpointing:
         cmd.append("--checkpointing")
@@ -254,13 +259,38 @@ def train_rows(results: dict[tuple[str, bool], list[dict]], frames: dict[str, in
 
 # --------------------------------------------------------------------------------------------- writing
 def markdown(
-    args, inf: list[dict], peaks: dict[str, list[float]], train: list[dict], threads: int, cmd: str
+    args,
+    inf: list[dict],
+    peaks: dict[str, list[float]],
+    train: list[dict],
+    threads: int,
+    cmd: str,
+    load: list[tuple[float, float, float]] = (),
 ) -> list[str]:
+    clock = getattr(args, "clock", "wall")
     lines = [
         "# Flagships against their peers",
         "",
         f"`{cmd}`; {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}. "
-        "Batch 1 inference, random weights, 400 classes; every model and dtype timed round-robin in one process "
+        + (
+            "Times are this process's CPU time (user + system), not wall time: the machine was shared with other "
+            "jobs, and CPU time counts the work done rather than the time spent waiting for a core. "
+            if clock == "cpu"
+            else ""
+        )
+        + (
+            "Load average (1, 5, 15 min) at the start / after inference / at the end: "
+            + " / ".join(", ".join(f"{v:.1f}" for v in la) for la in load)
+            + f" on {os.cpu_count()} cores. "
+            if load
+            else ""
+        )
+        + (
+            "No GPU was available to this run (CPU figures only). "
+            if not torch.cuda.is_available()
+            else f"GPU present ({torch.cuda.get_device_name()}) but not used by this CPU benchmark. "
+        )
+        + "Batch 1 inference, random weights, 400 classes; every model and dtype timed round-robin in one process "
         f"({args.repeats} repeats after one warm-up; median, spread = (max - min) / median). GMACs: "
         "FlopCounterMode on meta, attention matmuls included. % peak = 2 x GMACs / latency over the GEMM peak "
         f"measured in the same run ({args.gemm_size}^3 matmul, before / after the models: "
@@ -291,7 +321,12 @@ def markdown(
             "",
             f"Training, batch 2, fp32, forward + backward (no optimiser step), {args.size} crops: one child "
             f"process per configuration, {args.train_rounds} round(s) round-robin, {args.train_steps} timed step(s) "
-            "after one warm-up each. Peak = the child's max RSS (VmHWM); rise = peak minus the RSS before the "
+            + (
+                f"after {getattr(args, 'train_warmup', 1)} warm-up step(s) each. "
+                if getattr(args, "train_warmup", 1)
+                else "with no warm-up (the time includes the first call's allocations and cached geometry). "
+            )
+            + "Peak = the child's max RSS (VmHWM); rise = peak minus the RSS before the "
             "first step (activations, gradients, temporaries).",
             "",
             "| model | input | checkpointing | step ms (spread) | peak MiB | rise MiB | rise vs plain | "
@@ -364,7 +399,10 @@ def main() -> None:
                     help="training configurations (none: skip training)")  # fmt: skip
     ap.add_argument("--train-rounds", type=int, default=1)
     ap.add_argument("--train-steps", type=int, default=1)
+    ap.add_argument("--train-warmup", type=int, default=1, help="untimed steps before the timed ones")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (default: torch's)")
+    ap.add_argument("--clock", choices=list(CLOCKS), default="wall",
+                    help="wall time, or this process's CPU time (honest with 1 thread on a busy machine)")  # fmt: skip
     ap.add_argument("--out", default="docs/benchmarks/peers.md")
     ap.add_argument("--train-child", help=argparse.SUPPRESS)
     ap.add_argument("--checkpointing", action="store_true", help=argparse.SUPPRESS)
@@ -373,16 +411,18 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     if a.train_child:
         spec = json.loads(a.train_child)
-        print(json.dumps(train_child(Entry(**spec), a.size, a.checkpointing, a.train_steps)))
+        print(json.dumps(train_child(Entry(**spec), a.size, a.checkpointing, a.train_steps, a.clock, a.train_warmup)))
         return
 
+    load = [os.getloadavg()]
     rows, pairs = entries(a.frames, a.models)
     gmacs = count_gmacs(rows, a.size)
-    peaks = {d: [gemm_peak_gflops(d, a.gemm_size)] for d in a.dtypes}
+    peaks = {d: [gemm_peak_gflops(d, a.gemm_size, clock=a.clock)] for d in a.dtypes}
     print("GEMM peak before:", {d: round(v[0]) for d, v in peaks.items()}, "GFLOP/s", flush=True)
-    times = time_inference(rows, a.size, a.repeats, a.dtypes)
+    times = time_inference(rows, a.size, a.repeats, a.dtypes, a.clock)
     for d in a.dtypes:
-        peaks[d].append(gemm_peak_gflops(d, a.gemm_size))
+        peaks[d].append(gemm_peak_gflops(d, a.gemm_size, clock=a.clock))
+    load.append(os.getloadavg())
     print("GEMM peak after:", {d: round(v[1]) for d, v in peaks.items()}, "GFLOP/s", flush=True)
     inf = inference_rows(rows, pairs, gmacs, times, {d: max(v) for d, v in peaks.items()})
     for r in inf:
@@ -398,13 +438,14 @@ def main() -> None:
     for _ in range(a.train_rounds):
         for entry in train_entries:
             for ckpt in (False, True):
-                res = run_train_child(entry, a.size, ckpt, a.train_steps)
+                res = run_train_child(entry, a.size, ckpt, a.train_steps, a.clock, a.train_warmup)
                 results.setdefault((entry.label, ckpt), []).append(res)
                 print(entry.label, "ckpt" if ckpt else "plain", res, flush=True)
     train = train_rows(results, {e.label: e.frames for e in train_entries})
+    load.append(os.getloadavg())
 
     cmd = "python benchmarks/peers.py " + " ".join(sys.argv[1:])
-    lines = markdown(a, inf, peaks, train, torch.get_num_threads(), cmd.strip())
+    lines = markdown(a, inf, peaks, train, torch.get_num_threads(), cmd.strip(), load)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "a1747d480c76d465"
+FINGERPRINT = "650a08c9a972dcce"
 
 ROWS_JSON = r"""
 [

@@ -153,6 +153,43 @@ def shift_rpe_index(
     return index[:1] if bool((index == index[:1]).all()) else index
 
 
+def window_layout_index(
+    size: Sequence[int],
+    crop: Sequence[int],
+    window: Sequence[int],
+    shift: Sequence[int],
+    pattern: str | Sequence[Sequence[int]] | None = None,
+    shift_back: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Row indices that turn a ``size = (D, Hp, Wp)`` map into Swin's rolled windows and back, in one gather each.
+
+    ``index_in`` (``D * Hp * Wp``): row ``(d, window, cell)`` of the attention's input is the map's row at the
+    cell's place after rolling by ``-shift`` (Swin's cyclic shift), taken from frame ``src[d, cell]`` when
+    ``pattern`` is given (the patch shift, :func:`~kinetoscope.layers.temporal_shift.source_frames`) else from
+    frame ``d``. ``index_out`` (``D * H * W`` for ``crop = (H, W)``): map row ``(d, h, w)`` of the output is
+    the attention output's row that rolling back by ``+shift`` puts there, from the frame the shift back reads
+    (``shift_back``), with the zero padding cropped away.
+    """
+    D, Hp, Wp = size
+    (wh, ww), (sh, sw) = window, shift
+    cells = wh * ww
+    a, b = torch.arange(wh).view(wh, 1), torch.arange(ww).view(1, ww)
+    h = (torch.arange(Hp // wh).view(-1, 1, 1, 1) * wh + a.view(1, 1, wh, 1) + sh) % Hp  # (hi, 1, a, 1)
+    w = (torch.arange(Wp // ww).view(1, -1, 1, 1) * ww + b.view(1, 1, 1, ww) + sw) % Wp  # (1, wi, 1, b)
+    frames = torch.arange(D).view(D, 1)
+    offsets = cell_offsets(pattern, (wh, ww)) if pattern is not None else torch.zeros(cells, dtype=torch.long)
+    src = source_frames(offsets, D) if pattern is not None else frames.expand(D, cells)  # (D, cells)
+    src = src.reshape(D, 1, 1, wh, ww)
+    index_in = ((src * Hp + h) * Wp + w).flatten()  # rows in (d, hi, wi, a, b) order
+    hr = (torch.arange(crop[0]) - sh) % Hp  # where map row h sits in the rolled map
+    wr = (torch.arange(crop[1]) - sw) % Wp
+    cell = (hr % wh).view(-1, 1) * ww + (wr % ww).view(1, -1)  # (H, W)
+    win = (hr // wh).view(-1, 1) * (Wp // ww) + (wr // ww).view(1, -1)
+    back = source_frames(-offsets, D) if pattern is not None and shift_back else frames.expand(D, cells)
+    index_out = (back[:, cell] * (Hp // wh * (Wp // ww)) + win) * cells + cell  # (D, H, W)
+    return index_in, index_out.flatten()
+
+
 class ShiftWindowAttention(Attention):
     """PST's (S)W-MSA on a channels-last ``(B, D, H, W, C)`` map: Swin's windows (shifted by half a window
     when ``shifted``), a temporal shift around the attention, and the relative position bias table.
@@ -215,6 +252,10 @@ class ShiftWindowAttention(Attention):
         mask = shifted_window_mask((1, *size), (1, *window[1:]), shift)  # (nW, M, M)
         return mask.repeat(1, window[0], window[0])  # (nW, N, N)
 
+    # One gather in and one out (roll, window partition, patch shift and their inverses as a cached row index);
+    # False runs the step-by-step reference path (the same numbers: both only move rows).
+    fused_layout = True
+
     def forward(self, x: Tensor) -> Tensor:
         B, D, H, W, C = x.shape
         wt = self.window[0]
@@ -224,13 +265,16 @@ class ShiftWindowAttention(Attention):
         _, wh, ww = window
         x = pad_to_multiple(x, (wh, ww), dims=(2, 3))  # (B, D, Hp, Wp, C)
         Hp, Wp = x.shape[2:4]
+        nW = (Hp // wh) * (Wp // ww)
         mask = None
         if any(shift):
-            x = torch.roll(x, shifts=(-shift[1], -shift[2]), dims=(2, 3))
             name = f"window_mask_{Hp}x{Wp}_{wt}x{wh}x{ww}_{shift[1]}x{shift[2]}"
             mask = geometry_buffer(self, name, lambda: self.window_mask((Hp, Wp), window, shift), x.device)
+        if self.fused_layout:
+            return self.forward_fused(x, (H, W), window, shift, mask)
+        if any(shift):
+            x = torch.roll(x, shifts=(-shift[1], -shift[2]), dims=(2, 3))
         rows = rearrange(x, "b d (h wh) (w ww) c -> (b d h w) (wh ww) c", wh=wh, ww=ww)  # (B * D * nW, M, C)
-        nW = (Hp // wh) * (Wp // ww)
         if self.temporal_shift is not None:
             rows = self.temporal_shift(
                 rows, window, mask, D, nW, attn=self.attend, num_frames=D, windows=nW, grid=(wh, ww)
@@ -241,6 +285,34 @@ class ShiftWindowAttention(Attention):
         if any(shift):
             x = torch.roll(x, shifts=(shift[1], shift[2]), dims=(2, 3))
         return x[:, :, :H, :W].contiguous()
+
+    def forward_fused(
+        self, x: Tensor, size: Sequence[int], window: Sequence[int], shift: Sequence[int], mask: Tensor | None
+    ) -> Tensor:
+        """:meth:`forward` from the padded ``x (B, D, Hp, Wp, C)`` with one row gather each way."""
+        B, D, Hp, Wp, C = x.shape
+        (H, W), (_, wh, ww) = size, window
+        nW = (Hp // wh) * (Wp // ww)
+        patch = self.temporal_shift is not None and self.temporal_shift.kind == "patch"
+        back = patch and self.temporal_shift.shift_back
+        key = f"{D}x{Hp}x{Wp}_{H}x{W}_{wh}x{ww}_{shift[1]}x{shift[2]}_{'p' if patch else ''}{'b' if back else ''}"
+        pattern = self.temporal_shift.pattern if patch else None
+        index_in, index_out = (
+            geometry_buffer(
+                self, f"layout_{way}_{key}",
+                lambda way=way: window_layout_index((D, Hp, Wp), (H, W), (wh, ww), shift[1:], pattern, back)[way],
+                x.device,
+            )
+            for way in (0, 1)
+        )  # fmt: skip
+        rows = x.flatten(1, 3).index_select(1, index_in).view(B * D * nW, wh * ww, C)  # rolled, shifted windows
+        if self.temporal_shift is not None and not patch:  # channel shift: no rows move, so the wrapper runs it
+            rows = self.temporal_shift(
+                rows, window, mask, D, nW, attn=self.attend, num_frames=D, windows=nW, grid=(wh, ww)
+            )
+        else:
+            rows = self.attend(rows, window, mask, D, nW)
+        return rows.view(B, D * nW * wh * ww, C).index_select(1, index_out).view(B, D, H, W, C)
 
     def attend(self, rows: Tensor, window: Sequence[int], mask: Tensor | None, num_frames: int, windows: int):
         """Attention inside windows of ``wt`` frames: ``(B * D * nW, M, C)`` rows -> the same rows."""
