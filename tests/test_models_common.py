@@ -44,13 +44,6 @@ def test_forward_backward_features_and_classifier(name):
         assert headless(x).shape == (2, headless.num_features)
 
 
-# stat_nano's last stage is one block that pools its queries: only its patch tokens see the pooling conv, and the
-# head reads the class tokens, so that conv gets no gradient (DDP needs find_unused_parameters for stat_nano).
-# A nano with two blocks in its last stage would not have it; reported, not changed (it changes stat_nano's
-# checkpoints). The list pins it: any other parameter without a gradient fails.
-KNOWN_DEAD = {"stat_nano": ["blocks.3.attn.pool_q.pool.weight"]}
-
-
 @pytest.mark.parametrize("name", ALL)
 def test_every_parameter_gets_a_gradient(name):
     """No dead branch: every parameter moves the loss (also what DDP without find_unused_parameters needs).
@@ -65,7 +58,7 @@ def test_every_parameter_gets_a_gradient(name):
     out = model(torch.randn(2, 3, frames, max(size, 64), max(size, 64)))
     (out * torch.randn_like(out)).sum().backward()  # random class weights: no sum that could cancel
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.any()]
-    assert dead == KNOWN_DEAD.get(name, []), f"{name}: parameters without a gradient (a dead branch): {dead}"
+    assert dead == [], f"{name}: parameters without a gradient (a dead branch): {dead}"
 
 
 @pytest.mark.parametrize("name", ALL)
