@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from kinetoscope import create_model
+from kinetoscope.engine import TrainConfig
 from kinetoscope.models import get_model_config
 
 
@@ -40,7 +41,8 @@ def test_factorised_nano_learns_clip_order(name):
     torch.manual_seed(0)
     x, y = clip_order_toy()
     model = create_model(name, num_classes=2, num_frames=8, img_size=32).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=get_model_config(name).recipe["lr"], weight_decay=0.05)
+    lr = get_model_config(name).recipe.get("lr", TrainConfig.lr)  # what `kinetoscope train --model name` uses
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
     losses = []
     for _ in range(30):
         loss = F.cross_entropy(model(x), y)

@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "08a77c40e79eb867"
+FINGERPRINT = "4c298b72e5df13f0"
 
 ROWS_JSON = r"""
 [

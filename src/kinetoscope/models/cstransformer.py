@@ -56,10 +56,8 @@ Choices where the paper is silent (no official code exists):
   ``time_embed_std`` starts ``P_t`` at trunc-normal(std) instead. ``cst_nano`` (from scratch) uses 0.5:
   on a clip-order toy (two clips per pair with the same frames, forward and reversed;
   tests/test_temporal_learning.py) it stayed at ln 2 for 30 AdamW steps at lr 3e-4 with 0.02 (as
-  ``P_s``) and with 0, and fitted it (loss 0.15) with 0.5; its recipe's lr is 3e-4 (at 1e-3 the nanos'
-  features collapse to a constant in the first steps, and at 1e-4 the toy was still at 0.60 after 40).
-  ``cst_nano`` also starts ``P_s`` at 0.2 (``pos_embed_std``): at 0.02 a 64 px clip's 4x4 patch positions
-  are ~2 % of each token, and STAT's nano learned the synthetic set much faster with 0.2.
+  ``P_s``) and with 0, and fitted it with 0.5 (loss 0.15 at lr 3e-4, 0.02 at lr 1e-3, the recipe's lr;
+  ``P_s`` at 0.2 as well put it back at ln 2).
 * TTBs start from trunc-normal weights (the paper says only that ViT-B is the pre-trained base; its
   TTB MLP has another shape than ViT's). ``load_pretrained_2d`` fills the STBs with ViT blocks
   ``0..n_stb-1``, the patch embedding, class token, ``pos_embed`` and the final norm (as the head
@@ -207,7 +205,6 @@ class CSTransformer(VideoModel):
         spatial_pos_embed / temporal_pos_embed: Table 1b ablation (drop ``P_s`` / ``P_t``).
         fam_norm_init: initial weight of the FAM LayerNorms (1 = standard; 0 = start at ``Y = V_L``).
         time_embed_std: std of ``P_t``'s trunc-normal init; 0 (default) starts it at 0 (module docstring).
-        pos_embed_std: std of ``P_s``'s trunc-normal init (0.02, as timm's ViT; ``cst_nano``: 0.2).
     """
 
     no_weight_decay_names = ("cls_token", "pos_embed", "time_embed")
@@ -237,7 +234,6 @@ class CSTransformer(VideoModel):
         temporal_pos_embed: bool = True,
         fam_norm_init: float = 1.0,
         time_embed_std: float = 0.0,
-        pos_embed_std: float = 0.02,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
@@ -280,7 +276,7 @@ class CSTransformer(VideoModel):
         self.init_head(embed_dim, num_classes, head_drop_rate)
 
         if self.pos_embed is not None:
-            nn.init.trunc_normal_(self.pos_embed, std=pos_embed_std)
+            nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if self.time_embed is not None and time_embed_std > 0:
             nn.init.trunc_normal_(self.time_embed, std=time_embed_std)
         self.apply(init_weights_trunc_normal)
@@ -377,9 +373,8 @@ register_variants(
         Variant(_k400("cst_v2_baseline", gflops=339.6, top1=77.8, note=_BASELINE),
                 dict(spatial_depth=12, temporal_depth=6, cross_stage=False, aggregate=False)),
         Variant(ModelConfig(name="cst_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                            test_views="2x1", sampling="uniform:16", min_input=(2, 32),
-                            recipe={**NANO_RECIPE, "lr": 3e-4}),
+                            test_views="2x1", sampling="uniform:16", min_input=(2, 32), recipe=NANO_RECIPE),
                 dict(spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3, drop_path_rate=0.0,
-                     time_embed_std=0.5, pos_embed_std=0.2)),
+                     time_embed_std=0.5)),
     ],
 )  # fmt: skip
