@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "4c298b72e5df13f0"
+FINGERPRINT = "2f11abb4c50ad712"
 
 ROWS_JSON = r"""
 [

@@ -57,7 +57,10 @@ Choices where the paper is silent (no official code exists):
   on a clip-order toy (two clips per pair with the same frames, forward and reversed;
   tests/test_temporal_learning.py) it stayed at ln 2 for 30 AdamW steps at lr 3e-4 with 0.02 (as
   ``P_s``) and with 0, and fitted it with 0.5 (loss 0.15 at lr 3e-4, 0.02 at lr 1e-3, the recipe's lr;
-  ``P_s`` at 0.2 as well put it back at ln 2).
+  ``P_s`` at 0.2 as well put it back at ln 2). This is not enough for ``kinetoscope synth``'s 8 classes:
+  through the CLI (15 epochs, lr 1e-3) ``cst_nano`` ended at 17.5 % with the training loss flat at ~2.07
+  (lr 3e-4 with ``P_s`` at 0.2: 12.5 % after 6 epochs). Not yet diagnosed; its features did not collapse
+  (their spread across clips held over the first 40 steps at lr 3e-4), they barely moved.
 * TTBs start from trunc-normal weights (the paper says only that ViT-B is the pre-trained base; its
   TTB MLP has another shape than ViT's). ``load_pretrained_2d`` fills the STBs with ViT blocks
   ``0..n_stb-1``, the patch embedding, class token, ``pos_embed`` and the final norm (as the head

@@ -86,7 +86,11 @@ Choices where the paper is silent
   pair hold the same frames, forward and reversed; tests/test_temporal_learning.py) ``sct_nano`` stayed
   at ln 2 for 40 AdamW steps at lr 1e-4 or 3e-4; with 0.2 (or 0.5) it fitted the toy in 30 steps.
   ``sct_nano`` uses 0.2 and lr 3e-4 (at 1e-3 the nanos' features collapse to a constant in the first
-  steps); the paper variants keep 0.02.
+  steps); the paper variants keep 0.02. This is not enough for ``kinetoscope synth``'s 8 classes: through
+  the CLI (15-epoch schedule) ``sct_nano`` was still at 12.5 % after 3 epochs, training loss flat at ~2.08
+  (stopped for time; a screen with patch 8 and one 8x8 chunk per frame at lr 1e-3 was flat for 5 epochs).
+  A likely cause, not yet tested: the frame [CLS] sees no absolute position (the chunk embedding is
+  shared by all chunks), so a frame's feature hardly says where the shapes are.
 * **Head**: ``c = MLP(LN(b))`` with "dropout for the second last layer" is read as ViT's fine-tuning head,
   LayerNorm -> dropout -> linear.
 * **Clip encoder cost**: the appendix's "two fewer clip layers save 1.05 M / 2.04 G" cannot hold for a

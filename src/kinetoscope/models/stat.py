@@ -120,6 +120,9 @@ synthetic classes (in-memory trainer mirroring the engine, 15 epochs, batch 8, o
 * Position embeddings at 0.02 are ~2 % of a token: the moving shapes' place in the frame and the frame's
   place in the clip are nearly invisible at init. With 0.2 (lr 5e-4) the training loss was 0.67 after
   4.5 epochs against 2.1 with 0.02 (same lr).
+* The registered ``stat_nano`` through ``kinetoscope train --frames 16 --size 64 --sampling uniform:16
+  --epochs 15``: 100 % top-1 (2x1 views, every class 100 %; 93.8 % after 6 epochs); the same run with the
+  frames of every clip permuted (the order-blind control): 50.0 %.
 
 Features and head: ``forward_features`` returns the last STA block's tokens ``(B, n_t, 1 + h w, C)``;
 the temporal aggregation over the frames' class tokens, its LayerNorm and the classifier are the head
