@@ -121,6 +121,23 @@ def test_cssa_structure_and_every_parameter_gets_a_gradient():
     assert baseline.fam is None and not any("alpha" in n for n, _ in baseline.named_parameters())
 
 
+def test_from_scratch_nano_sees_frame_order_at_initialisation():
+    """With ``P_t = 0`` (the paper variants' start, so that a loaded image ViT is reproduced) every frame's
+    class token is the same, TTBs are permutation-equivariant and the head averages over frames: the
+    initialised model is exactly blind to frame order (reversing the clip changes the logits by ~1e-7), and
+    trained from scratch it must find the order through ``P_t``'s gradient alone. ``cst_nano`` starts
+    ``P_t`` at trunc-normal(0.5) (``time_embed_std``)."""
+    x = torch.randn(2, 3, 4, 32, 32)
+    torch.manual_seed(0)
+    blind = _tiny(num_frames=4).eval()
+    torch.manual_seed(0)
+    nano = create_model("cst_nano", num_classes=5, num_frames=4, img_size=32).eval()
+    with torch.no_grad():
+        assert (blind(x) - blind(x.flip(2))).abs().max() < 1e-5
+        assert (nano(x) - nano(x.flip(2))).abs().max() > 1e-3
+    assert nano.time_embed.std() > 0.3 and blind.time_embed.abs().max() == 0
+
+
 # --------------------------------------------------------------------------------- timm equivalence
 def test_spatial_stack_equals_timm_vit_base():
     """Baseline (CSSA and FAM off), one 224 frame: the STBs are ViT-B/16 given the same weights."""

@@ -64,7 +64,7 @@ CASES = [
     ("deit_tps_time_embed", "deit_s_tps", dict(num_frames=4, img_size=32, depth=4, temporal_pos_embed=True), (6, 48)),
     ("dualformer", "dualformer_nano", dict(num_frames=8), (8, 64)),
     ("dualformer_padded", "dualformer_nano", dict(num_frames=8), (10, 60)),
-    ("stat", "stat_nano", dict(num_frames=8), (8, 64)),
+    ("stat", "stat_nano", dict(num_frames=8, global_embed="cls_token", l_ta=1), (8, 64)),  # the nano before issue 15
     ("sct", "sct_nano", dict(num_frames=8), (8, 64)),
     ("sct_padded", "sct_nano", dict(num_frames=8), (5, 45)),
     ("cst", "cst_nano", dict(num_frames=4, img_size=32), (4, 32)),
@@ -135,7 +135,7 @@ STATE_DICT_DIGESTS = {
     "stat_16": "11fbb8d183b9f2a9",
     "stat_32": "ea5b48acc683957a",
     "stat_64": "c26b4b38a711df6e",
-    "stat_nano": "716427c4f987ab07",
+    "stat_nano": "191e95ea80b0e6ad",  # issue 15: avgpool global embedding, l_ta = 0 (no class tokens, no aggregation)
 }
 # fmt: on
 

@@ -159,19 +159,20 @@ def test_stem_ablation_keeps_the_cost_and_the_grid():
 # ------------------------------------------------------------------------------------------ models
 def test_stat_nano_forward_backward_and_other_inputs():
     model = create_model("stat_nano", num_classes=5)
-    assert 1e6 < sum(p.numel() for p in model.parameters()) < 3e6
+    assert 0.5e6 < sum(p.numel() for p in model.parameters()) < 3e6
     x = torch.randn(2, 3, 16, 64, 64)
     out = model(x)
     assert out.shape == (2, 5) and torch.isfinite(out).all()
     out.sum().backward()
-    assert model.pos_embed_temporal.grad is not None and model.temporal_agg.cls_token.grad is not None
+    assert model.pos_embed_temporal.grad is not None
+    assert model.cls_token is None and model.temporal_agg is None  # avgpool global embedding, l_ta = 0
     model.eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 7, 40, 48)).shape == (1, 5)  # odd frames, other size: resampled embeddings
         feats = model.forward_features(x)
-    # the last STA block's tokens: 8 token frames, class token + 2x2 patches (64 px / stem stride 8, halved by the
-    # Q pooling of stages 2 and 3)
-    assert feats.shape == (2, 8, 1 + 2 * 2, model.num_features)
+    # the last STA block's tokens: 8 token frames, 2x2 patches (64 px / stem stride 8, halved by the Q pooling of
+    # stages 2 and 3), no class token
+    assert feats.shape == (2, 8, 2 * 2, model.num_features)
 
 
 @pytest.mark.parametrize(
@@ -179,8 +180,8 @@ def test_stat_nano_forward_backward_and_other_inputs():
     [
         dict(attention="CA"),
         dict(attention="CA+SA", sa_boundary="cyclic"),
-        dict(global_embed="avgpool"),
-        dict(l_ta=0),
+        dict(global_embed="cls_token"),
+        dict(global_embed="cls_token", l_ta=1),
         dict(l_ta=2, t_o=5, sa_boundary="clamp"),
         dict(ta_mlp_ratio=0),
     ],
@@ -190,10 +191,8 @@ def test_stat_nano_ablations_run(kwargs):
     with torch.no_grad():
         out = model(torch.randn(1, 3, 8, 32, 32))
     assert out.shape == (1, 3) and torch.isfinite(out).all()
-    if kwargs.get("global_embed") == "avgpool":
-        assert model.cls_token is None
-    if kwargs.get("l_ta") == 0:
-        assert model.temporal_agg is None
+    assert (model.cls_token is None) == (kwargs.get("global_embed", "avgpool") == "avgpool")
+    assert (model.temporal_agg is None) == (kwargs.get("l_ta", 0) == 0)
 
 
 def test_invalid_ablation_arguments_are_named():

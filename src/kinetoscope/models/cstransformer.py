@@ -50,6 +50,17 @@ Choices where the paper is silent (no official code exists):
   Eq. 1), so image checkpoints load as they are; ``P_t`` (``time_embed``, ``(1, T, 1, C)``) is added to
   patch tokens only (Eq. 3) and starts at 0, so a static clip through the STBs of a loaded model
   gives the image ViT's tokens. Both are resampled (bicubic / linear) for other sizes / frame counts.
+  With ``P_t = 0`` the class tokens of all frames are equal, TTBs are permutation-equivariant and the head
+  averages over frames, so the initialised model is exactly blind to frame order (``cst_nano``: reversing
+  a clip moved the logits by 7e-8); trained from scratch, order can only enter through ``P_t``'s gradient.
+  ``time_embed_std`` starts ``P_t`` at trunc-normal(std) instead. ``cst_nano`` (from scratch) uses 0.5:
+  on a clip-order toy (two clips per pair with the same frames, forward and reversed;
+  tests/test_temporal_learning.py) it stayed at ln 2 for 30 AdamW steps at lr 3e-4 with 0.02 (as
+  ``P_s``) and with 0, and fitted it with 0.5 (loss 0.15 at lr 3e-4, 0.02 at lr 1e-3, the recipe's lr;
+  ``P_s`` at 0.2 as well put it back at ln 2). This is not enough for ``kinetoscope synth``'s 8 classes:
+  through the CLI (15 epochs, lr 1e-3) ``cst_nano`` ended at 17.5 % with the training loss flat at ~2.07
+  (lr 3e-4 with ``P_s`` at 0.2: 12.5 % after 6 epochs). Not yet diagnosed; its features did not collapse
+  (their spread across clips held over the first 40 steps at lr 3e-4), they barely moved.
 * TTBs start from trunc-normal weights (the paper says only that ViT-B is the pre-trained base; its
   TTB MLP has another shape than ViT's). ``load_pretrained_2d`` fills the STBs with ViT blocks
   ``0..n_stb-1``, the patch embedding, class token, ``pos_embed`` and the final norm (as the head
@@ -196,6 +207,7 @@ class CSTransformer(VideoModel):
         alpha_mode / alpha_init / cssa_logits: CSSA details the paper leaves open (module docstring).
         spatial_pos_embed / temporal_pos_embed: Table 1b ablation (drop ``P_s`` / ``P_t``).
         fam_norm_init: initial weight of the FAM LayerNorms (1 = standard; 0 = start at ``Y = V_L``).
+        time_embed_std: std of ``P_t``'s trunc-normal init; 0 (default) starts it at 0 (module docstring).
     """
 
     no_weight_decay_names = ("cls_token", "pos_embed", "time_embed")
@@ -224,6 +236,7 @@ class CSTransformer(VideoModel):
         spatial_pos_embed: bool = True,
         temporal_pos_embed: bool = True,
         fam_norm_init: float = 1.0,
+        time_embed_std: float = 0.0,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
@@ -267,6 +280,8 @@ class CSTransformer(VideoModel):
 
         if self.pos_embed is not None:
             nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if self.time_embed is not None and time_embed_std > 0:
+            nn.init.trunc_normal_(self.time_embed, std=time_embed_std)
         self.apply(init_weights_trunc_normal)
         if self.fam is not None:
             self.fam.reset_norms()
@@ -361,7 +376,8 @@ register_variants(
         Variant(_k400("cst_v2_baseline", gflops=339.6, top1=77.8, note=_BASELINE),
                 dict(spatial_depth=12, temporal_depth=6, cross_stage=False, aggregate=False)),
         Variant(ModelConfig(name="cst_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                            sampling="dense:16x4", min_input=(2, 32), recipe=NANO_RECIPE),
-                dict(spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3, drop_path_rate=0.0)),
+                            test_views="2x1", sampling="uniform:16", min_input=(2, 32), recipe=NANO_RECIPE),
+                dict(spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3, drop_path_rate=0.0,
+                     time_embed_std=0.5)),
     ],
 )  # fmt: skip

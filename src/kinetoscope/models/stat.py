@@ -41,13 +41,14 @@ embedding. Choices:
   same"). K/V stride 4, 2, 1 in the three stages (MViT's adaptive KV stride; ``kv_stride`` /
   ``kv_pool_size`` set it): 7x7 = 49 CA keys per frame at 224. As in MViT-v1 the stride is halved at
   the block that pools Q and applied to that block's input grid, so the first block of stages 2 and 3
-  pools K/V from 28x28 and 14x14 to 14x14 and 7x7, i.e. 196 and 49 CA keys. The class-token keys
+  pools K/V from 28x28 (stride 2) and 14x14 (stride 1) to 14x14: 196 CA keys in both (measured), 49 in
+  every other block. The class-token keys
   pass through the same LayerNorm (MViT normalises the pooled sequence with its class token).
 * ``P_SA``: ``avg_pool2d`` kernel = stride = 2 with ``ceil_mode``: 4x4 = 16 keys per neighbour frame
-  from a 7x7 CA map (7x7 = 49 at stage 2's first block, whose CA map is 14x14). The paper only says
+  from a 7x7 CA map (7x7 = 49 at the first block of stages 2 and 3, whose CA map is 14x14). The paper only says
   "2D-Avgpooling". Arithmetic: SA costs ``2 * n_t * sum_blocks(N_q * C * n_SA)`` MACs per neighbour
   frame; ``N_q * C`` summed over the blocks is ``2*785*192 + 11*197*384 + 2*50*768 = 1.21 M`` and
-  ``n_t = 8``: ``~19.4 M * n_SA`` (plus the transition block's 33 extra keys). Table 1's SA delta
+  ``n_t = 8``: ``~19.4 M * n_SA`` (plus the two transition blocks' 33 extra keys). Table 1's SA delta
   (+0.8 G for 2 neighbours at T=16) asks for ``n_SA ~ 21``, Table 2's slope (+1.45 G per 2 more
   neighbours at T=32) for ``~19``; 3x3 = 9 (floor) or 5x5 = 25 (kernel 3, stride 1) are further off
   than 4x4 = 16. Measured: +0.74 G (T=16) and +1.48 G per step of Table 2.
@@ -94,6 +95,34 @@ stat_64    243.34      241.3       stem_convs 1 / 5 at T=16: 59.36 / 58.53 G
 Parameters are not reported by the paper; ours: 43.9 M with a 400-class head (stem 0.67 M, STA
 blocks 35.7 M as MViT-B's stages 2-4, temporal aggregation 7.1 M). The GMACs are held to the paper's
 within 5 % (a reconstruction: the stem widths are the one free knob, see above).
+
+``stat_nano`` (our small configuration for from-scratch runs at 64 px, e.g. ``kinetoscope synth``'s
+time-reversal pairs; not a paper variant): the 3-conv stem at 16/32/48 channels, stages
+``(1, 48, 1), (2, 96, 2), (1, 192, 4)``, all of STA on (CA+SA+LA, ``t_o = 3``), with Table 3's
+``global_embed="avgpool"`` and Table 4's ``l_ta = 0``, position embeddings started at trunc-normal(0.2)
+(``pos_embed_std``; 0.02 in the paper variants, as MViT), and lr 5e-4 in its recipe. Measured on the 8
+synthetic classes (in-memory trainer mirroring the engine, 15 epochs, batch 8, one run each):
+
+* With class tokens and ``l_ta = 1`` (the paper's default) the features collapse to a constant in the
+  first ~30 AdamW steps at lr 1e-3: the last block's class tokens gain a component shared by every clip
+  (norm 3 -> 15) while their spread across clips falls 1.9 -> 0.3 and every block's gradient falls
+  ~100x; the run stays at 12.5 % (one class for every clip). In 50-step probes the collapse also happens
+  with the aggregation's MLP removed (``ta_mlp_ratio=0``), with a zero-initialised head and with frozen
+  biases, and still partly at lr 2e-4; on a clip-order toy (tests/test_temporal_learning.py) lr 1e-3
+  stays at ln 2 where 3e-4 fits it in 10 steps. A 15-epoch run at lr 2e-4 was still at 12.5 % after 5.
+* Class tokens: all frames' class tokens are the same learned vector at the input, so in the first
+  block LA adds ``n_t`` copies of one clip-independent key and value to every query; with
+  ``global_embed="avgpool"`` LA's keys are each frame's spatial mean, content from the first block on.
+  It also removes a dead parameter: with class tokens the head reads only the last block's class
+  tokens, so the Q-pooling conv of a one-block last stage (``blocks.3.attn.pool_q``) got no gradient.
+* ``avgpool`` + ``l_ta = 0``: 93.8 % at lr 1e-3 (collapsed for 5 epochs, then learned), 87.5 % at 3e-4,
+  86.3 % at 5e-4, the rotation pair the weakest (50-80 %).
+* Position embeddings at 0.02 are ~2 % of a token: the moving shapes' place in the frame and the frame's
+  place in the clip are nearly invisible at init. With 0.2 (lr 5e-4) the training loss was 0.67 after
+  4.5 epochs against 2.1 with 0.02 (same lr).
+* The registered ``stat_nano`` through ``kinetoscope train --frames 16 --size 64 --sampling uniform:16
+  --epochs 15``: 100 % top-1 (2x1 views, every class 100 %; 93.8 % after 6 epochs); the same run with the
+  frames of every clip permuted (the order-blind control): 50.0 %.
 
 Features and head: ``forward_features`` returns the last STA block's tokens ``(B, n_t, 1 + h w, C)``;
 the temporal aggregation over the frames' class tokens, its LayerNorm and the classifier are the head
@@ -402,7 +431,8 @@ class STAT(VideoModel):
     Ablation arguments: ``attention`` (Table 1), ``t_o`` (Table 2), ``global_embed`` (Table 3), ``l_ta``
     (Table 4), ``stem_convs`` (Table 5); ``sa_boundary``, ``sa_pool``, ``kv_stride`` / ``kv_pool_size`` and
     ``ta_mlp_ratio`` are our choices (module docstring).
-    ``stem`` / ``stages`` override the Table 5 presets (``stat_nano`` uses them).
+    ``stem`` / ``stages`` override the Table 5 presets (``stat_nano`` uses them); ``pos_embed_std`` is the
+    init std of the spatial and temporal position embeddings (module docstring, ``stat_nano``).
     """
 
     no_weight_decay_names = ("cls_token", "pos_embed_spatial", "pos_embed_temporal", "pos_embed_class")
@@ -431,6 +461,7 @@ class STAT(VideoModel):
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.2,
         head_drop_rate: float = 0.5,
+        pos_embed_std: float = 0.02,
     ) -> None:
         super().__init__()
         if stem_convs not in STEMS:
@@ -488,9 +519,11 @@ class STAT(VideoModel):
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.temporal_agg = TemporalAggregation(width, stages[-1][2], l_ta, ta_mlp_ratio) if l_ta else None
         self.init_head(width, num_classes, head_drop_rate)
-        for p in (self.cls_token, self.pos_embed_spatial, self.pos_embed_temporal, self.pos_embed_class):
+        for p in (self.cls_token, self.pos_embed_class):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02)
+        for p in (self.pos_embed_spatial, self.pos_embed_temporal):
+            nn.init.trunc_normal_(p, std=pos_embed_std)
         self.apply(init_weights_trunc_normal)
 
     def _embed(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -566,9 +599,9 @@ register_variants(
         Variant(_k400("stat_32", frames=32, views="5x1", gflops=120.2, top1=80.4), dict(t_o=5)),
         Variant(_k400("stat_64", frames=64, views="3x3", gflops=241.3, top1=81.3), dict(t_o=7)),
         Variant(ModelConfig(name="stat_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                            min_input=(4, 32), recipe=NANO_RECIPE),
+                            min_input=(4, 32), recipe={**NANO_RECIPE, "lr": 5e-4}),
                 dict(stem=[(16, (3, 3, 3), (2, 2, 2)), (32, (3, 3, 3), (1, 2, 2)), (48, (3, 3, 3), (1, 2, 2))],
-                     stages=((1, 48, 1), (2, 96, 2), (1, 192, 4)), kv_pool_size=4, t_o=3, drop_path_rate=0.0,
-                     head_drop_rate=0.0)),
+                     stages=((1, 48, 1), (2, 96, 2), (1, 192, 4)), kv_pool_size=4, t_o=3, global_embed="avgpool",
+                     l_ta=0, pos_embed_std=0.2, drop_path_rate=0.0, head_drop_rate=0.0)),
     ],
 )  # fmt: skip

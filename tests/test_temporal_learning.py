@@ -1,0 +1,54 @@
+"""Each family's nano learns the direction of time from scratch: a few AdamW steps on a clip-order toy."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kinetoscope import create_model
+from kinetoscope.engine import TrainConfig
+from kinetoscope.models import get_model_config
+
+
+def clip_order_toy(pairs: int = 8, frames: int = 8, size: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``2 * pairs`` clips ``(B, 3, T, H, W)``: a bright square sliding over noise, each motion once as
+    rendered (label 0) and once played backwards (label 1). The two clips of a pair hold the same frames,
+    so a model blind to frame order cannot do better than ln 2 on them."""
+    g = torch.Generator().manual_seed(seed)
+    side = size // 4
+    step = max(1, (size - side) // (2 * frames))
+    clips = []
+    for _ in range(pairs):
+        clip = 0.3 * torch.randn(3, frames, size, size, generator=g)
+        y0, x0 = torch.randint(0, size - side, (2,), generator=g).tolist()
+        dy, dx = torch.randint(-1, 2, (2,), generator=g).tolist()
+        dx = 1 if dy == dx == 0 else dx
+        for t in range(frames):
+            y = min(max(y0 + dy * step * t, 0), size - side)
+            x = min(max(x0 + dx * step * t, 0), size - side)
+            clip[:, t, y : y + side, x : x + side] += 2.0
+        clips += [clip, clip.flip(1)]
+    return torch.stack(clips), torch.arange(2 * pairs) % 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["stat_nano", "sct_nano", "cst_nano"])
+def test_factorised_nano_learns_clip_order(name):
+    """The registered nano at its recipe's learning rate fits the toy well below the order-blind ln 2 in
+    30 full-batch steps. Before issue 15's fixes all three stayed at ln 2 (STAT: features collapsed at
+    lr 1e-3; SCT / CST: frame order nearly / exactly invisible at init)."""
+    torch.manual_seed(0)
+    x, y = clip_order_toy()
+    model = create_model(name, num_classes=2, num_frames=8, img_size=32).train()
+    lr = get_model_config(name).recipe.get("lr", TrainConfig.lr)  # what `kinetoscope train --model name` uses
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    losses = []
+    for _ in range(30):
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 0.6  # starts at chance
+    assert max(losses[-3:]) < 0.5 * math.log(2), f"{name}: {[round(v, 2) for v in losses]}"
