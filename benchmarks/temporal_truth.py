@@ -206,7 +206,7 @@ def plot(results: dict[tuple[str, str], dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(9.5, 3.6))
     width = 0.27
     for k, run in enumerate(RUNS):
         xs = [i + (k - 1) * width for i in range(len(MODELS))]
@@ -220,7 +220,7 @@ def plot(results: dict[tuple[str, str], dict], path: Path) -> None:
     ax.set_xticks(range(len(MODELS)), MODELS)
     ax.set_ylabel("val top-1 %")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=7, ncols=3, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     ax.set_title("kinetoscope synth, 8 classes, 15 epochs from scratch (kinetoscope train defaults)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

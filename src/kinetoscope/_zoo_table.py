@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "33d34008a85c3296"
+FINGERPRINT = "4d2fc7b83ffaa5a0"
 
 ROWS_JSON = r"""
 [
@@ -283,7 +283,7 @@ ROWS_JSON = r"""
  {
   "name": "dualformer_nano",
   "input": "16x64",
-  "params_m": 2.402,
+  "params_m": 2.607,
   "paper_params_m": null,
   "params_delta_pct": null,
   "params_scope": "with 400-class head",
@@ -638,7 +638,7 @@ ROWS_JSON = r"""
  {
   "name": "pst_nano",
   "input": "16x64",
-  "params_m": 1.366,
+  "params_m": 1.52,
   "paper_params_m": null,
   "params_delta_pct": null,
   "params_scope": "with 400-class head",
