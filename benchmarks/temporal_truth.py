@@ -57,6 +57,7 @@ TRAIN_FLAGS = ["--frames", "16", "--size", "64", "--sampling", "uniform:16", "--
 PAIR_NAMES = {"move_left": "left/right", "move_up": "up/down", "grow": "grow/shrink", "rotate_cw": "cw/ccw"}
 TARGET, CAP = 95.0, 50.0  # the issue's bar; what a frame-order-blind model can reach
 BEGIN, END = "<!-- temporal_truth:begin -->", "<!-- temporal_truth:end -->"
+README_MARKERS = ("<!-- temporal_truth_readme:begin -->", "<!-- temporal_truth_readme:end -->")
 
 
 # ------------------------------------------------------------------------------------ pure functions
@@ -122,12 +123,27 @@ def format_table(rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def splice(doc: str, generated: str) -> str:
+def summary_table(results: dict[tuple[str, str], dict]) -> str:
+    """The README's table: one row per family, top-1 of the three runs, the rotation pair, minutes."""
+    header = ["model", "top-1 %", "cw/ccw %", "frames shuffled %", "ablation %", "minutes"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for m in MODELS:
+        main = results.get((m, "main"))
+        top1 = {r: f"{results[m, r]['top1']:.1f}" if (m, r) in results else "not run" for r in RUNS}
+        rot = main["pairs"].get("cw/ccw") if main else None
+        rotation = f"{rot['first']:.0f}/{rot['second']:.0f}" if rot else ""
+        minutes = f"{main['minutes']:.1f}" if main else ""
+        lines.append(f"| {m} | {top1['main']} | {rotation} | {top1['shuffled']} | {top1['ablation']} | {minutes} |")
+    return "\n".join(lines)
+
+
+def splice(doc: str, generated: str, markers: tuple[str, str] = (BEGIN, END)) -> str:
     """Replace what lies between the markers of ``doc`` (append the block when they are missing)."""
-    block = f"{BEGIN}\n{generated.strip()}\n{END}"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        return head + block + rest.split(END, 1)[1]
+    begin, end = markers
+    block = f"{begin}\n{generated.strip()}\n{end}"
+    if begin in doc and end in doc:
+        head, rest = doc.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
     return doc.rstrip() + "\n\n" + block + "\n"
 
 
@@ -182,8 +198,9 @@ def train_one(model: str, run: str, data: dict[str, Path], runs: Path, env: dict
     with open(runs / f"{model}-{run}.log", "a") as log:
         rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     minutes = (time.perf_counter() - t0) / 60
-    record.write_text(json.dumps({"model": model, "run": run, "returncode": rc, "minutes": minutes,
-                                  "resumed": state == "resume", "command": cmd[1:]}, indent=1))  # fmt: skip
+    done = {"model": model, "run": run, "returncode": rc, "minutes": minutes, "resumed": state == "resume",
+            "threads": env.get("OMP_NUM_THREADS"), "command": cmd[1:]}  # fmt: skip
+    record.write_text(json.dumps(done, indent=1))
     print(f"{model} {run}: exit {rc} after {minutes:.1f} min", flush=True)
 
 
@@ -196,7 +213,7 @@ def collect(runs: Path) -> dict[tuple[str, str], dict]:
                 continue
             rec, rep = json.loads(record.read_text()), json.loads(report.read_text())
             results[model, run] = {"top1": rep["top1"], "pairs": pair_accuracy(rep), "minutes": rec["minutes"],
-                                   "resumed": rec.get("resumed", False)}  # fmt: skip
+                                   "resumed": rec.get("resumed", False), "threads": rec.get("threads")}  # fmt: skip
     return results
 
 
@@ -234,6 +251,7 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks_out/temporal_truth", help="data and run folders")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each training run")
     ap.add_argument("--doc", default="docs/benchmarks/temporal_truth.md")
+    ap.add_argument("--readme", default="README.md", help="gets the summary table between its markers, if it has them")
     ap.add_argument("--report-only", action="store_true", help="rewrite the table from finished runs only")
     a = ap.parse_args()
     models, runs = [m for m in a.models.split(",") if m], [r for r in a.runs.split(",") if r]
@@ -252,8 +270,9 @@ def main() -> None:
     rows = [row_cells(m, r, results.get((m, r))) for m in MODELS for r in RUNS]
     doc, chart = Path(a.doc), Path(a.doc).with_suffix(".png")
     generated = "\n".join([
-        f"Measured on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
-        f"{f', OMP_NUM_THREADS={a.threads}' if a.threads else ''}; pairs as `all (first/second)` %, "
+        f"Measured on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, OMP_NUM_THREADS of the "
+        f"runs: {', '.join(sorted({str(r['threads'] or 'unset') for r in results.values()})) or '-'}; "
+        "pairs as `all (first/second)` %, "
         "minutes of wall time (`*`: resumed, the last part only).", "",
         format_table(rows), "", f"![temporal truth]({chart.name})",
     ])  # fmt: skip
@@ -261,6 +280,10 @@ def main() -> None:
     doc.write_text(splice(doc.read_text() if doc.exists() else "# Temporal truth\n", generated))
     plot(results, chart)
     print(f"wrote {doc} and {chart}")
+    readme = Path(a.readme)
+    if readme.exists() and all(m in readme.read_text() for m in README_MARKERS):
+        readme.write_text(splice(readme.read_text(), summary_table(results), README_MARKERS))
+        print(f"updated the table in {readme}")
 
 
 if __name__ == "__main__":

@@ -156,3 +156,13 @@ def test_shuffle_permutation_is_fixed_per_video():
     assert sorted(a.tolist()) == list(range(32)) and a.tolist() != list(range(32))
     assert a.tolist() == temporal.shuffle_permutation("train/grow_0001.mp4", 32).tolist()
     assert a.tolist() != temporal.shuffle_permutation("train/grow_0002.mp4", 32).tolist()
+
+
+def test_summary_table_has_every_family_and_marks_missing_runs():
+    pairs = {"cw/ccw": {"acc": 90.0, "first": 100.0, "second": 80.0}}
+    results = {("pst_nano", "main"): {"top1": 97.5, "pairs": pairs, "minutes": 14.1},
+               ("pst_nano", "shuffled"): {"top1": 48.75, "pairs": {}, "minutes": 14.0}}  # fmt: skip
+    lines = temporal.summary_table(results).splitlines()
+    assert len(lines) == 2 + len(temporal.MODELS)
+    assert lines[2] == "| pst_nano | 97.5 | 100/80 | 48.8 | not run | 14.1 |"
+    assert lines[3] == "| dualformer_nano | not run |  | not run | not run |  |"
