@@ -21,6 +21,7 @@ def _load(name):
 peers = _load("peers")
 common = _load("common")
 profiles = _load("profiles")
+temporal = _load("temporal_truth")
 
 
 def test_share_of_peak_and_spread():
@@ -92,3 +93,76 @@ def test_profiles_rewrite_only_the_generated_block(tmp_path):
     text = path.read_text()
     assert "hand-written reading" in text and "second" in text and "first" not in text
     assert profiles.kind("aten::addmm") == "GEMM" and profiles.kind("aten::copy_") == "copies"
+
+
+def _report(classes, confusion):
+    return {"classes": classes, "confusion_matrix": confusion, "top1": 0.0}
+
+
+def test_pair_accuracy_counts_exact_labels_of_both_directions():
+    classes = ["move_left", "move_right", "rotate_cw", "rotate_ccw"]
+    confusion = [[9, 1, 0, 0], [0, 10, 0, 0], [0, 0, 2, 8], [0, 0, 3, 7]]  # rows: true, columns: predicted
+    pairs = temporal.pair_accuracy(_report(classes, confusion))
+    assert set(pairs) == {"left/right", "cw/ccw"}  # pairs absent from the report are left out
+    assert pairs["left/right"] == {"acc": 95.0, "first": 90.0, "second": 100.0}
+    assert pairs["cw/ccw"] == {"acc": 45.0, "first": 20.0, "second": 70.0}
+
+
+def test_rows_mark_runs_not_made_and_the_table_has_one_line_each():
+    result = {"top1": 87.5, "minutes": 9.04, "resumed": True,
+              "pairs": {"left/right": {"acc": 95.0, "first": 90.0, "second": 100.0}}}  # fmt: skip
+    row = temporal.row_cells("pst_nano", "main", result)
+    assert row == ["pst_nano", "main", "87.5", "95 (90/100)", "-", "-", "-", "9.0*"]
+    missing = temporal.row_cells("sct_nano", "ablation", None)
+    assert missing[:3] == ["sct_nano", temporal.ABLATIONS["sct_nano"][0], "not run"]
+    table = temporal.format_table([row, missing]).splitlines()
+    assert len(table) == 4 and all(line.count("|") == 9 for line in table)
+
+
+def test_splice_keeps_prose_around_the_markers():
+    doc = f"# T\nintro\n{temporal.BEGIN}\nold\n{temporal.END}\noutro\n"
+    assert temporal.splice(doc, "new") == f"# T\nintro\n{temporal.BEGIN}\nnew\n{temporal.END}\noutro\n"
+    assert temporal.splice("# T\n", "new") == f"# T\n\n{temporal.BEGIN}\nnew\n{temporal.END}\n"
+
+
+def test_run_commands_use_the_checker_flags_and_the_ablation_switch(tmp_path):
+    data = {"main": tmp_path / "main", "shuffled": tmp_path / "shuffled"}
+    main = temporal.run_command("pst_nano", "main", data, tmp_path / "out")
+    assert main[:3] == ["train", "--model", "pst_nano"] and "--set" not in main
+    assert " ".join(temporal.TRAIN_FLAGS) == "--frames 16 --size 64 --sampling uniform:16 --epochs 15"
+    assert str(data["shuffled"] / "train.csv") in temporal.run_command("pst_nano", "shuffled", data, tmp_path)
+    ablation = temporal.run_command("dualformer_nano", "ablation", data, tmp_path)
+    assert ablation[-2:] == ["--set", 'model_kwargs={"block_kinds": "LL"}']
+    assert temporal.run_command("pst_nano", "ablation", data, tmp_path)[-1] == 'model_kwargs={"tps": null}'
+
+
+def test_run_state_resumes_an_interrupted_run_and_skips_a_finished_one(tmp_path):
+    out, record = tmp_path / "run", tmp_path / "run.json"
+    assert temporal.run_state(record, out) == "fresh"
+    out.mkdir()
+    (out / "config.yaml").write_text("x: 1")
+    assert temporal.run_state(record, out) == "restart"
+    (out / "last.pth").write_bytes(b"")
+    assert temporal.run_state(record, out) == "resume"
+    record.write_text('{"returncode": 1}')
+    assert temporal.run_state(record, out) == "resume"  # a failed attempt is not a result
+    record.write_text('{"returncode": 0}')
+    (out / "eval.json").write_text("{}")
+    assert temporal.run_state(record, out) == "done"
+
+
+def test_shuffle_permutation_is_fixed_per_video():
+    a = temporal.shuffle_permutation("train/grow_0001.mp4", 32)
+    assert sorted(a.tolist()) == list(range(32)) and a.tolist() != list(range(32))
+    assert a.tolist() == temporal.shuffle_permutation("train/grow_0001.mp4", 32).tolist()
+    assert a.tolist() != temporal.shuffle_permutation("train/grow_0002.mp4", 32).tolist()
+
+
+def test_summary_table_has_every_family_and_marks_missing_runs():
+    pairs = {"cw/ccw": {"acc": 90.0, "first": 100.0, "second": 80.0}}
+    results = {("pst_nano", "main"): {"top1": 97.5, "pairs": pairs, "minutes": 14.1},
+               ("pst_nano", "shuffled"): {"top1": 48.75, "pairs": {}, "minutes": 14.0}}  # fmt: skip
+    lines = temporal.summary_table(results).splitlines()
+    assert len(lines) == 2 + len(temporal.MODELS)
+    assert lines[2] == "| pst_nano | 97.5 | 100/80 | 48.8 | not run | 14.1 |"
+    assert lines[3] == "| dualformer_nano | not run |  | not run | not run |  |"

@@ -109,9 +109,10 @@ def test_odd_sizes_work_and_2d_inflation_loads():
     assert model(torch.randn(1, 3, 6, 52, 52)).shape == (1, 4)
     from kinetoscope import load_pretrained_2d
 
+    dim = model.stages[0].patch_embed.proj.weight.shape[0]
     sd = {
-        "stages.0.patch_embed.proj.weight": torch.randn(32, 3, 4, 4),
-        "stages.0.peg.proj.weight": torch.randn(32, 1, 3, 3),
+        "stages.0.patch_embed.proj.weight": torch.randn(dim, 3, 4, 4),
+        "stages.0.peg.proj.weight": torch.randn(dim, 1, 3, 3),
     }
     report = load_pretrained_2d(model, sd)
     assert set(report["loaded"]) == set(sd)

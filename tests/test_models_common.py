@@ -287,3 +287,47 @@ def test_inputs_a_model_cannot_take_raise_a_value_error(name):
             except ValueError as err:
                 assert any(w in str(err) for w in ("multiple of", "at least", "divisible")), str(err)
     assert ran > 0
+
+
+def test_moment_pool_is_the_average_and_the_coordinate_weighted_averages():
+    from kinetoscope.models._base import moment_pool
+
+    x = torch.randn(2, 3, 4, 5, 6)  # (B, T, H, W, C)
+    expected = torch.zeros(2, 18)
+    for b in range(2):
+        for i in range(4):
+            for j in range(5):
+                f = x[b, :, i, j].mean(0)  # the cell's average over time
+                col, row = (j + 0.5) / 5 * 2 - 1, (i + 0.5) / 4 * 2 - 1  # cell centres in [-1, 1]
+                expected[b] += torch.cat([f, col * f, row * f]) / 20
+    torch.testing.assert_close(moment_pool(x), expected)
+
+
+def _turning_field(clockwise: bool, size: int = 8) -> torch.Tensor:
+    """``(1, 1, size, size, 2)`` features holding the velocity ``(v_x, v_y)`` of a turn about the centre
+    (image axes: y points down, so clockwise on screen is ``v = (-y, x)``)."""
+    c = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    v = torch.stack([-y, x], dim=-1) if clockwise else torch.stack([y, -x], dim=-1)
+    return v[None, None]
+
+
+def test_moment_pooling_tells_a_turn_from_the_opposite_turn_where_averaging_cannot():
+    from kinetoscope.models._base import moment_pool
+
+    cw, ccw = _turning_field(True), _turning_field(False)
+    torch.testing.assert_close(cw.mean(dim=(1, 2, 3)), ccw.mean(dim=(1, 2, 3)))  # both average to no motion
+    # pooled: [mean v_x, mean v_y, mean x v_x, mean x v_y, mean y v_x, mean y v_y]; the curl x v_y - y v_x
+    # is a linear read-out of it, positive for the clockwise turn
+    pooled_cw, pooled_ccw = moment_pool(cw)[0], moment_pool(ccw)[0]
+    assert pooled_cw[3] - pooled_cw[4] > 0 > pooled_ccw[3] - pooled_ccw[4]
+
+
+@pytest.mark.parametrize("name", ["pst_nano", "dualformer_nano"])
+def test_windowed_nanos_pool_keeps_where_features_are(name):
+    # pst_nano and dualformer_nano could not tell clockwise from counter-clockwise on synthetic data while
+    # their heads averaged the grid: a feature map and its half-turn about the centre pooled alike
+    model = create_model(name, num_classes=2)
+    grid = torch.randn(1, 2, 4, 4, model.num_features // 3)
+    assert not torch.allclose(model.pool(grid), model.pool(grid.flip(2, 3)))
+    assert get_model_config(name).recipe  # the nano carries its training settings

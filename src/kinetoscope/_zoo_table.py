@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "904be2012fac692f"
+FINGERPRINT = "fb312862bd720e8a"
 
 ROWS_JSON = r"""
 [
@@ -283,16 +283,16 @@ ROWS_JSON = r"""
  {
   "name": "dualformer_nano",
   "input": "16x64",
-  "params_m": 2.402,
+  "params_m": 1.519,
   "paper_params_m": null,
   "params_delta_pct": null,
   "params_scope": "with 400-class head",
-  "gflops": 0.25,
+  "gflops": 0.41,
   "paper_gflops": null,
   "gflops_delta_pct": null,
   "flop_convention": "mac",
-  "gmacs": 0.25,
-  "gmacs_no_attn": 0.21,
+  "gmacs": 0.41,
+  "gmacs_no_attn": 0.36,
   "views": "2x1",
   "paper_top1": null,
   "dataset": null,
@@ -638,7 +638,7 @@ ROWS_JSON = r"""
  {
   "name": "pst_nano",
   "input": "16x64",
-  "params_m": 1.366,
+  "params_m": 1.52,
   "paper_params_m": null,
   "params_delta_pct": null,
   "params_scope": "with 400-class head",

@@ -423,9 +423,10 @@ def _convert(p: argparse.ArgumentParser):
     return run
 
 
-@command("demo", "synthetic videos -> train pst_nano on CPU -> multi-view evaluation (what `make demo` runs)")
+@command("demo", "synthetic videos -> train a nano on CPU -> multi-view evaluation (what `make demo` runs)")
 def _demo(p: argparse.ArgumentParser):
     p.add_argument("--output", default="demo_out")
+    p.add_argument("--model", default="pst_nano", help="any registered model, trained with its own recipe")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--per-class", type=_positive_int, default=40, dest="per_class")
 
@@ -433,7 +434,7 @@ def _demo(p: argparse.ArgumentParser):
         _status("starting the demo (loading PyTorch and the models) ...")
         from .engine.demo import run_demo
 
-        result = run_demo(a.output, a.epochs, a.per_class)
+        result = run_demo(a.output, a.epochs, a.per_class, a.model)
         if "interrupted" in result:
             return 128 + int(result.get("signum") or 2)
         top1 = result.get("metrics", {}).get("top1", 0.0)

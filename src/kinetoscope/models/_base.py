@@ -27,9 +27,9 @@ The contract (the tests run it over ``list_models()``), for clips ``x`` of shape
     attention-pooling heads do) and their features carry no final norm.
 
 ``forward_head(x, pre_logits=False)``
-    Pools (``pool``: average, class tokens, or the aggregation above), then dropout and the linear
-    classifier; ``pre_logits=True`` returns the pooled ``(B, num_features)``. :meth:`init_head` builds
-    the classifier for every family.
+    Pools (``pool``: average, class tokens, first moments (:func:`moment_pool`), or the aggregation
+    above), then dropout and the linear classifier; ``pre_logits=True`` returns the pooled
+    ``(B, num_features)``. :meth:`init_head` builds the classifier for every family.
 
 ``forward_intermediates(x, indices, norm, stop_early, output_fmt, intermediates_only)``
     timm's signature: the token grids after each stage (PST, DualFormer, STAT, SCT) or each block
@@ -69,6 +69,35 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 OutputFormat = Literal["NCTHW", "NTHWC"]
+
+
+def moment_pool(x: Tensor) -> Tensor:
+    """``(B, T, H, W, C)`` -> ``(B, 3 C)``: the average of the features, and their averages weighted by
+    the column and the row coordinate of their cell (cell centres, from -1 on the left/top to 1 on the
+    right/bottom).
+
+    Average pooling forgets where a feature was, so a linear head on it reads only sums of local
+    evidence. A motion field's divergence (things leaving or approaching the centre of the frame) and
+    its curl (turning about it) are first moments, ``sum(x v_x + y v_y)`` and ``sum(x v_y - y v_x)``
+    over the positions: with features that encode the local velocity ``v``, a linear head reads both
+    from these ``3 C`` numbers, and cannot from the average alone (where a clockwise and a
+    counter-clockwise turn about the centre both average to no motion). No paper uses it; the nanos
+    do (docs/benchmarks/temporal_truth.md has the evidence).
+    """
+    _, _, H, W, _ = x.shape
+    rows = (torch.arange(H, device=x.device, dtype=x.dtype) + 0.5) * (2 / H) - 1  # (H,)
+    cols = (torch.arange(W, device=x.device, dtype=x.dtype) + 0.5) * (2 / W) - 1  # (W,)
+    grid = x.mean(dim=1)  # (B, H, W, C)
+    by_col = (grid * cols[:, None]).mean(dim=(1, 2))
+    by_row = (grid * rows[:, None, None]).mean(dim=(1, 2))
+    return torch.cat([grid.mean(dim=(1, 2)), by_col, by_row], dim=-1)
+
+
+def check_grid_pool(kind: str) -> str:
+    """The pooling of a family whose features are a ``(B, T, H, W, C)`` grid: ``"avg"`` or ``"moments"``."""
+    if kind not in ("avg", "moments"):
+        raise ValueError(f"global_pool must be 'avg' or 'moments', got {kind!r}")
+    return kind
 
 
 class FeatureTaps:
@@ -114,7 +143,8 @@ class VideoModel(nn.Module):
     norm: nn.Module
     in_chans: int = 3
     variant: str | None = None  # the registered name, set by create_model (None for a model built directly)
-    global_pool: Literal["avg", "cls"] = "avg"  # average over all token axes / over the frames' class tokens
+    # average over all token axes / over the frames' class tokens / first moments of a grid (moment_pool)
+    global_pool: Literal["avg", "cls", "moments"] = "avg"
     intermediate_norm: Literal["last", "all", "none"] = "none"  # which grids ``norm=True`` sends through norm
     no_weight_decay_names: tuple[str, ...] = ()
 
@@ -196,16 +226,21 @@ class VideoModel(nn.Module):
     # -------------------------------------------------------------------------------------------- head
     def init_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
         """The classifier every family ends with: dropout, then ``Linear(num_features, num_classes)``
-        (``num_classes=0``: none; ``forward`` returns the pooled features)."""
+        (``num_classes=0``: none; ``forward`` returns the pooled features). ``num_features`` is the
+        width of the features; moment pooling hands the head three times as many."""
+        num_features *= 3 if self.global_pool == "moments" else 1
         self.num_features, self.num_classes = num_features, num_classes
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
 
     def pool(self, x: Tensor) -> Tensor:
         """``forward_features`` output -> ``(B, num_features)``: the average over every token axis
-        (``global_pool="avg"``) or of the frames' class tokens, ``x[:, :, 0]`` (``"cls"``)."""
+        (``global_pool="avg"``), of the frames' class tokens, ``x[:, :, 0]`` (``"cls"``), or the first
+        moments of a ``(B, T, H, W, C)`` grid (``"moments"``, :func:`moment_pool`)."""
         if self.global_pool == "cls":
             return x[:, :, 0].mean(dim=1)
+        if self.global_pool == "moments":
+            return moment_pool(x)
         return x.flatten(1, -2).mean(dim=1)
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:

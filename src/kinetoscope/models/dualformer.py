@@ -35,6 +35,9 @@ Choices where neither says:
   ``pyramid`` scales (``("fine", "coarse")``; Table 6), ``downsample`` (``"dwconv"`` as released,
   ``"conv"`` a dense conv, ``"avgpool"`` parameter-free; Table 7), ``peg``, ``window``, and
   ``temporal_pool`` (temporal stride of the patch merging per stage; Table 8).
+* ``global_pool="moments"`` (not in the paper; ``dualformer_nano`` uses it): the head reads the average
+  and the first moments of the last map over the frame (``kinetoscope.models._base.moment_pool``), so
+  it can tell a turn about the frame centre from the opposite turn (docs/benchmarks/temporal_truth.md).
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ from ..layers import (
     window_partition,
     window_reverse,
 )
-from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal, stage_group_matcher
+from ._base import FeatureTaps, VideoModel, check_grid_pool, init_weights_trunc_normal, stage_group_matcher
 from ._config import NANO_RECIPE, ModelConfig, PaperReference, ReleasedWeights
 from ._registry import Variant, register_variants
 from ._weights import (
@@ -284,10 +287,12 @@ class DualFormer(VideoModel):
         downsample: Downsample = "dwconv",
         peg: bool = True,
         mlp_ratio: float = 4.0,
+        global_pool: Literal["avg", "moments"] = "avg",
         drop_path_rate: float = 0.1,
         head_drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
+        self.global_pool = check_grid_pool(global_pool)
         self.in_chans = in_chans
         n = len(depths)
         kinds = [block_kinds] * n if isinstance(block_kinds, str) else list(block_kinds)
@@ -580,9 +585,11 @@ VARIANTS = [
     Variant(_k400("dualformer_b", params_m=86.8, gflops=267.96, top1=81.1),
             dict(embed_dims=(128, 256, 512, 1024), num_heads=(4, 8, 16, 32), depths=(2, 2, 18, 2),
                  drop_path_rate=0.3)),
+    # three stages as pst_nano (a fourth would leave a 2x2 map at 64 px; with it the loss sat at chance for
+    # four epochs), clipped gradients (norms of 5-8 with spikes at lr 1e-3); docs/benchmarks/temporal_truth.md
     Variant(ModelConfig(name="dualformer_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                        min_input=(4, 32), recipe=NANO_RECIPE),
-            dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), depths=(2, 2, 2, 2), window=(4, 4, 4),
-                 drop_path_rate=0.0, head_drop_rate=0.0)),
+                        min_input=(4, 32), recipe={**NANO_RECIPE, "clip_grad": 1.0}),
+            dict(embed_dims=(48, 96, 192), num_heads=(2, 4, 8), depths=(2, 2, 2), temporal_pool=(1, 1),
+                 window=(4, 4, 4), drop_path_rate=0.0, head_drop_rate=0.0, global_pool="moments")),
 ]  # fmt: skip
 register_variants(DualFormer, VARIANTS)

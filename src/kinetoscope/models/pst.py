@@ -87,7 +87,7 @@ from ..layers import (
     window_coords,
 )
 from ..layers.temporal_shift import cell_offsets, source_frames
-from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal, stage_group_matcher
+from ._base import FeatureTaps, VideoModel, check_grid_pool, init_weights_trunc_normal, stage_group_matcher
 from ._config import NANO_RECIPE, ModelConfig, PaperReference, ReleasedWeights
 from ._registry import Variant, register_variants
 from ._weights import (
@@ -393,6 +393,10 @@ class PatchShiftSwin(VideoModel):
         alternate, shift_back, shift_rpe: ablation (d) switches.
         rel_pos_index: ``"released"`` (the released code's bias index) or ``"shift"`` (module docstring).
         window: attention window ``(wt, wh, ww)``; ``wt = 2`` gives PST†.
+        global_pool: ``"avg"`` (the released I3D head) or ``"moments"`` (average and first moments over
+            the frame, :func:`~kinetoscope.models._base.moment_pool`; not in the paper): ``pst_nano`` uses
+            it, since with average pooling a clockwise turn about the frame centre looks like a
+            counter-clockwise one to the head (docs/benchmarks/temporal_truth.md).
     """
 
     global_pool = "avg"  # over (D, H, W), as the released I3D head
@@ -418,12 +422,14 @@ class PatchShiftSwin(VideoModel):
         shift_back: bool = True,
         shift_rpe: bool = True,
         rel_pos_index: RelPosIndex = "released",
+        global_pool: Literal["avg", "moments"] = "avg",
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.1,
         head_drop_rate: float = 0.5,
     ) -> None:
         super().__init__()
+        self.global_pool = check_grid_pool(global_pool)
         self.in_chans = in_chans
         self.patch_size = to_3tuple(patch_size)
         self.window = to_3tuple(window)
@@ -778,7 +784,7 @@ register_variants(
         Variant(ModelConfig(name="pst_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
                             min_input=(4, 32), recipe=NANO_RECIPE),
                 dict(embed_dim=48, depths=(2, 2, 2), num_heads=(2, 4, 8), window=(1, 4, 4), drop_path_rate=0.0,
-                     head_drop_rate=0.0)),
+                     head_drop_rate=0.0, global_pool="moments")),
     ],
 )  # fmt: skip
 
