@@ -320,9 +320,10 @@ def test_explanations_put_the_heat_on_the_moving_shapes(trained, name):
     assert result["method"] == "hirescam" and "16x16 tokens" in result["detail"]
     print(f"{name}: heat on the shapes {np.mean(lifts):.2f}x their area, median {np.median(lifts):.2f}x, least "
           f"{np.min(lifts):.2f}x (control {np.mean(controls):.2f}x)")  # fmt: skip
-    # measured: pst_nano 5.0x on average, every clip >= 3.2x; dualformer_nano 1.6x, median 1.6x; controls 1.0x;
-    # untrained (fresh weights): pst_nano 1.1x, dualformer_nano 1.1x
-    low, least = {"pst_nano": (3.0, 2.0), "dualformer_nano": (1.3, 0.5)}[name]
+    # measured: pst_nano 3.3x on average, median 3.1x, every clip >= 1.8x with its moment-pooling head (5.0x and
+    # >= 3.2x when it averaged); dualformer_nano 1.6x, median 1.6x; controls 1.0x; untrained (fresh weights):
+    # pst_nano 1.1x, dualformer_nano 1.1x
+    low, least = {"pst_nano": (2.5, 1.5), "dualformer_nano": (1.3, 0.5)}[name]
     assert np.mean(lifts) >= low and np.median(lifts) >= low and np.min(lifts) >= least, lifts
     assert np.mean(lifts) >= np.mean(controls) + low - 1, (lifts, controls)
 
@@ -343,7 +344,7 @@ def test_every_family_explains_with_its_method_and_a_grid_that_reaches_the_score
     features, grids = model.forward_intermediates(x)
     grads = torch.autograd.grad(model.forward_head(features)[0, result["class_index"]], grids, allow_unused=True)
     zero = [g is None or not g.abs().amax() > 0 for g in grads]
-    if name in ("pst_nano", "dualformer_nano"):
+    if name in ("pst_nano", "dualformer_nano", "stat_nano"):  # heads that pool the last grid itself
         assert not any(zero)
     elif name == "cst_nano":
         assert zero == [i >= len(model.spatial_blocks) - 1 for i in range(len(grids))]
