@@ -27,6 +27,7 @@ from ._figures import pyplot, save_figure
 from .checkpoint import load_trained
 from .config import resolve_inputs
 from .distributed import resolve_device
+from .evaluate import predict_views
 
 
 def window_starts(num_frames: int, window: int, stride: int) -> list[int]:
@@ -87,10 +88,9 @@ def predict_timeline(
     kept: dict[int, torch.Tensor] = {}  # decoded, transformed frames a pending window still reads
     probs, pending, next_window = [], [], 0
 
-    def run(clips: list[torch.Tensor]) -> None:
+    def run(clips: list[torch.Tensor]) -> None:  # one view per window: (B, 1, C, T, H, W)
         with torch.no_grad():
-            logits = model(torch.stack(clips).to(dev))
-        probs.append(logits.float().softmax(-1).cpu())
+            probs.append(predict_views(model, torch.stack(clips)[:, None].to(dev)).cpu())
 
     bar = progress_bar(total=total, desc="decoding", enabled=progress, leave=False, unit="frame")
     decoded = 0
