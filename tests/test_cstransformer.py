@@ -138,6 +138,25 @@ def test_from_scratch_nano_sees_frame_order_at_initialisation():
     assert nano.time_embed.std() > 0.3 and blind.time_embed.abs().max() == 0
 
 
+def test_tubelet_embedding_reads_frame_pairs_and_reduces_to_frames():
+    """``tubelet_size=2`` embeds ``2 x 16 x 16`` tubelets (ViViT's tubelet embedding): with the second
+    frame's kernel at 0 it is the paper's per-frame embedding of the even frames."""
+    torch.manual_seed(0)
+    pairs, single = _tiny(num_frames=4, tubelet_size=2).eval(), _tiny(num_frames=2).eval()
+    _randomise(pairs)
+    state = pairs.state_dict()
+    kernel = state["patch_embed.proj.weight"]  # (C, 3, 2, 16, 16)
+    state["patch_embed.proj.weight"] = torch.cat([kernel[:, :, :1], torch.zeros_like(kernel[:, :, 1:])], dim=2)
+    pairs.load_state_dict(state)
+    single.load_state_dict({**state, "patch_embed.proj.weight": kernel[:, :, :1]})
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(pairs(x), single(x[:, :, ::2]))
+    assert pairs.time_embed.shape[1] == 2 and pairs.frames_per_image == 2
+    with pytest.raises(ValueError, match="tubelet size 2"):
+        pairs(torch.randn(1, 3, 5, 32, 32))
+
+
 # --------------------------------------------------------------------------------- timm equivalence
 def test_spatial_stack_equals_timm_vit_base():
     """Baseline (CSSA and FAM off), one 224 frame: the STBs are ViT-B/16 given the same weights."""

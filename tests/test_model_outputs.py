@@ -76,9 +76,10 @@ CASES = [
     ("dualformer", "dualformer_nano", dict(num_frames=8, **_DUALFORMER_PINNED), (8, 64)),
     ("dualformer_padded", "dualformer_nano", dict(num_frames=8, **_DUALFORMER_PINNED), (10, 60)),
     ("stat", "stat_nano", dict(num_frames=8, global_embed="cls_token", l_ta=1), (8, 64)),  # the nano before issue 15
-    ("sct", "sct_nano", dict(num_frames=8), (8, 64)),
-    ("sct_padded", "sct_nano", dict(num_frames=8), (5, 45)),
-    ("cst", "cst_nano", dict(num_frames=4, img_size=32), (4, 32)),
+    # sct and cst: the nanos' architecture before issue 15 gave them tubelets (and CST 8 px patches)
+    ("sct", "sct_nano", dict(num_frames=8, tubelet_size=1), (8, 64)),
+    ("sct_padded", "sct_nano", dict(num_frames=8, tubelet_size=1), (5, 45)),
+    ("cst", "cst_nano", dict(num_frames=4, img_size=32, patch_size=16, tubelet_size=1), (4, 32)),
 ]
 
 # fmt: off
@@ -124,7 +125,7 @@ def state_dict_digest(name: str) -> str:
 
 # fmt: off
 STATE_DICT_DIGESTS = {
-    "cst_nano": "f636eddcda2a2fec",
+    "cst_nano": "784c1f1a5c4bee14",  # issue 15: 8 px patches of 2-frame tubelets
     "cst_v1": "f7267f22b298c8da",
     "cst_v2": "effcacd7d64a0b62",
     "cst_v2_baseline": "f7a779efeb98f966",
@@ -141,7 +142,7 @@ STATE_DICT_DIGESTS = {
     "pst_t_dagger": "6b98faa7605b5b11",
     "sct_l": "d0988fa6db67198f",
     "sct_m": "b8be598e2d83cac5",
-    "sct_nano": "47704b50adb55734",
+    "sct_nano": "89586c56736050fd",  # issue 15: 2-frame tubelets
     "sct_s": "d9795cfdfe541711",
     "stat_16": "11fbb8d183b9f2a9",
     "stat_32": "ea5b48acc683957a",

@@ -126,9 +126,10 @@ def test_image_runs_resolve_frames_per_image_sampling_and_views(images):
     def resolved(**kw):
         return resolve(TrainConfig(train=str(images / "train"), **kw))
 
-    sct, pst = resolved(model="sct_nano"), resolved(model="pst_nano")
+    sct, pst = resolved(model="sct_s"), resolved(model="pst_nano")
     assert (sct.format, sct.frames, sct.sampling, sct.views) == ("images", 1, "dense:1x1", "1x1")
     assert (pst.frames, pst.sampling) == (2, "dense:2x1")  # PST's temporal patch of 2
+    assert resolved(model="sct_nano").frames == resolved(model="cst_nano").frames == 2  # their tubelets of 2
     assert resolved(model="pst_t_dagger", size=64).frames == 4  # and its temporal window of 2 token frames
     assert resolved(model="pst_nano", frames=4).sampling == "dense:4x1"
     with pytest.raises(ValueError, match="shows an image as 2 identical frames"):
@@ -145,7 +146,7 @@ def test_image_run_trains_evaluates_and_excludes_the_unreadable_image(images, im
     out, result = image_run
     assert result["steps"] == 3
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert (config["format"], config["frames"], config["sampling"]) == ("images", 1, "dense:1x1")
+    assert (config["format"], config["frames"], config["sampling"]) == ("images", 2, "dense:2x1")  # 1 tubelet
     report = json.loads((out / "eval.json").read_text())
     assert report["num_total"] == 7 and report["num_videos"] == 6 and report["num_unreadable"] == 1
     assert report["unreadable"][0]["path"] == str(images / "val/dog/broken.png")
@@ -181,21 +182,22 @@ def test_image_run_inflates_into_the_video_model_and_starts_a_video_run(image_ru
     inflated = tmp_path / "sct_nano_images.safetensors"
     assert cli_main(["convert", str(out / "best.pth"), str(inflated), "--model", "sct_nano", "--frames", "4",
                      "--size", "32"]) == 0  # fmt: skip
-    assert "from a kinetoscope image run of sct_nano (1x32, 3 classes)" in capsys.readouterr().out
+    assert "from a kinetoscope image run of sct_nano (2x32, 3 classes)" in capsys.readouterr().out
     video = create_model("sct_nano", num_classes=3, num_frames=4, img_size=32)
     load_checkpoint(video, inflated)  # strict
     image, _, _, _ = load_trained(out / "best.pth")
     own, trained = video.state_dict(), image.state_dict()
     assert all(torch.equal(own[k], trained[k]) for k in trained if k != "clip_pos_embed")  # the frame encoder, ...
-    pos = trained["clip_pos_embed"]  # (1, 1 + 1, D) -> (1, 1 + 4, D): [CLS] row kept, the frame row repeated
-    assert torch.equal(own["clip_pos_embed"], torch.cat([pos[:, :1], pos[:, 1:].expand(-1, 4, -1)], dim=1))
+    # sct_nano's tubelets of 2: the image was 2 identical frames = 1 token frame, the 4-frame clip has 2
+    pos = trained["clip_pos_embed"]  # (1, 1 + 1, D) -> (1, 1 + 2, D): [CLS] row kept, the frame row repeated
+    assert torch.equal(own["clip_pos_embed"], torch.cat([pos[:, :1], pos[:, 1:].expand(-1, 2, -1)], dim=1))
     video.eval()
-    x = torch.randn(2, 3, 1, 32, 32)
+    x = torch.randn(2, 3, 1, 32, 32).expand(-1, -1, 2, -1, -1)  # an image as the run fed it
     with torch.no_grad():
-        frames = video.forward_features(x.expand(-1, -1, 4, -1, -1))  # a clip of identical frames
+        frames = video.forward_features(x.repeat(1, 1, 2, 1, 1))  # a clip of identical frames
         still = image.forward_features(x)
-        torch.testing.assert_close(frames, still.expand(-1, 4, -1, -1), rtol=0, atol=1e-5)  # exact: every frame
-        torch.testing.assert_close(video(x), image(x), rtol=0, atol=1e-5)  # a 1-frame clip: the whole image model
+        torch.testing.assert_close(frames, still.expand(-1, 2, -1, -1), rtol=0, atol=1e-5)  # exact: every frame
+        torch.testing.assert_close(video(x), image(x), rtol=0, atol=1e-5)  # one token frame: the whole image model
     assert cli_main(["convert", str(out / "best.pth"), str(tmp_path / "x.safetensors"), "--model", "pst_nano"]) == 2
     assert "is a kinetoscope sct_nano run; its weights fit --model sct_nano" in capsys.readouterr().err
 

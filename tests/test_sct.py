@@ -251,3 +251,57 @@ def test_variants_keep_the_papers_structure():
         model = create_model("sct_s")
     assert len(model.blocks) == 4 and len(model.clip_blocks) == 4 and model.blocks[0].chunk_attn.chunk == 7
     assert model.blocks[3].lsh.attn.bucket_size == 64 and len(model.blocks[0].chunk_attn.blocks) == 4
+
+
+# ----------------------------------------------------------------------- nano knobs: tubelets, q/k init
+def test_tubelet_embedding_reads_frame_pairs_and_reduces_to_frames():
+    """``tubelet_size=2`` embeds ``2 x p x p`` tubelets: with the second frame's weights at 0 it is the
+    paper's ``p x p`` embedding of the even frames (a reference with every other frame dropped)."""
+    torch.manual_seed(0)
+    pairs = _tiny(tubelet_size=2, num_frames=4)
+    single = _tiny(num_frames=2)
+    state = pairs.state_dict()
+    w = state["patch_embed.weight"]  # (D, 2 * p * p * 3), the frame axis outermost
+    single_w = w[:, : w.shape[1] // 2].clone()
+    state["patch_embed.weight"] = torch.cat([single_w, torch.zeros_like(single_w)], dim=1)
+    pairs.load_state_dict(state)
+    single.load_state_dict({**state, "patch_embed.weight": single_w})
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(pairs(x), single(x[:, :, ::2]))
+    assert pairs.frames_per_image == 2 and pairs.clip_pos_embed.shape[1] == 1 + 2
+    with pytest.raises(ValueError, match="tubelet size 2"):
+        pairs(torch.randn(1, 3, 5, 32, 32))
+
+
+def test_fan_in_query_key_init_switches_the_shifted_msa_on():
+    """Frame ``t - 1`` reaches frame ``t`` only through the shifted MSA's attention weights (Eq. 6). At
+    ViT's 0.02 init those weights are uniform to a few 1e-4 at nano widths, so changing the content of
+    frame 0 barely moves frame 1; drawn at the fan-in scale they depend on it (the issue's lead)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 4, 32, 32)
+    y = x.clone()
+    y[:, :, 0] = torch.randn_like(y[:, :, 0])  # other content in frame 0 only
+    reach = {}
+    for init in ("trunc_normal", "fan_in"):
+        torch.manual_seed(1)
+        model = _tiny(shifted_qk_init=init, shift_frames=1)
+        with torch.no_grad():
+            fx, fy = model.forward_features(x), model.forward_features(y)
+        own = (fx[:, 0] - fy[:, 0]).norm()  # frame 0 itself
+        reach[init] = ((fx[:, 1] - fy[:, 1]).norm() / own).item()  # frame 1, through the shifted keys only
+    assert reach["fan_in"] > 10 * reach["trunc_normal"], reach
+    with pytest.raises(ValueError, match="shifted_qk_init"):
+        _tiny(shifted_qk_init="xavier")
+
+
+def test_init_qk_fan_in_draws_queries_and_keys_only():
+    from kinetoscope.layers import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(64, 4)
+    before = attn.qkv.weight.detach().clone()
+    attn.init_qk_fan_in()
+    after = attn.qkv.weight.detach()
+    assert abs(after[:128].std().item() - 64**-0.5) < 0.1 * 64**-0.5  # q and k rows at 1/sqrt(fan_in)
+    torch.testing.assert_close(after[128:], before[128:])  # values untouched

@@ -3,23 +3,23 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "fb312862bd720e8a"
+FINGERPRINT = "980d2e1429c8d3c1"
 
 ROWS_JSON = r"""
 [
  {
   "name": "cst_nano",
   "input": "16x64",
-  "params_m": 2.459,
+  "params_m": 2.393,
   "paper_params_m": null,
   "params_delta_pct": null,
   "params_scope": "with 400-class head",
-  "gflops": 0.65,
+  "gflops": 1.24,
   "paper_gflops": null,
   "gflops_delta_pct": null,
   "flop_convention": "mac",
-  "gmacs": 0.65,
-  "gmacs_no_attn": 0.64,
+  "gmacs": 1.24,
+  "gmacs_no_attn": 1.19,
   "views": "2x1",
   "paper_top1": null,
   "dataset": null,
@@ -875,16 +875,16 @@ ROWS_JSON = r"""
  {
   "name": "sct_nano",
   "input": "16x64",
-  "params_m": 1.264,
+  "params_m": 1.265,
   "paper_params_m": null,
   "params_delta_pct": null,
   "params_scope": "with 400-class head",
-  "gflops": 0.34,
+  "gflops": 0.17,
   "paper_gflops": null,
   "gflops_delta_pct": null,
   "flop_convention": "mac",
-  "gmacs": 0.34,
-  "gmacs_no_attn": 0.29,
+  "gmacs": 0.17,
+  "gmacs_no_attn": 0.15,
   "views": "2x1",
   "paper_top1": null,
   "dataset": null,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -106,6 +107,17 @@ class Attention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def init_qk_fan_in(self) -> None:
+        """Re-draw the query and key projections at trunc-normal ``std = 1 / sqrt(dim)`` (fan-in; torch's
+        ``nn.MultiheadAttention`` draws them at a similar scale) so that the logits ``q k^T / sqrt(d)`` of
+        unit-variance tokens are of order 1 at initialisation and the attention weights depend on the
+        content. ViT's trunc-normal(0.02) is the fan-in scale of a 2500-wide layer: at a width of 32-192
+        it makes the logits 10-50x smaller and every attention map nearly uniform, so a mechanism that
+        acts only through the weights (SCT's shifted MSA) starts switched off."""
+        inner = self.num_heads * self.head_dim
+        with torch.no_grad():
+            nn.init.trunc_normal_(self.qkv.weight[: 2 * inner], std=self.qkv.in_features**-0.5)
 
     def split_heads(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(B, N, C) -> q, k, v each (B, heads, N, head_dim)."""

@@ -57,10 +57,20 @@ Choices where the paper is silent (no official code exists):
   on a clip-order toy (two clips per pair with the same frames, forward and reversed;
   tests/test_temporal_learning.py) it stayed at ln 2 for 30 AdamW steps at lr 3e-4 with 0.02 (as
   ``P_s``) and with 0, and fitted it with 0.5 (loss 0.15 at lr 3e-4, 0.02 at lr 1e-3, the recipe's lr;
-  ``P_s`` at 0.2 as well put it back at ln 2). This is not enough for ``kinetoscope synth``'s 8 classes:
-  through the CLI (15 epochs, lr 1e-3) ``cst_nano`` ended at 17.5 % with the training loss flat at ~2.07
-  (lr 3e-4 with ``P_s`` at 0.2: 12.5 % after 6 epochs). Not yet diagnosed; its features did not collapse
-  (their spread across clips held over the first 40 steps at lr 3e-4), they barely moved.
+  ``P_s`` at 0.2 as well put it back at ln 2).
+* ``tubelet_size`` (not in the paper, whose patches are 2D; default 1): patches of ``tubelet x p x p``
+  pixels (ViViT's tubelet embedding), ``T / tubelet`` token frames. ``cst_nano`` uses tubelets of 2 frames
+  and 8 px patches (an 8 x 8 grid at 64 px). Trained from scratch on ``kinetoscope synth``'s eight classes,
+  the paper's embedding (16 px patches of single frames, a 4 x 4 grid) stays at chance: the per-frame
+  stack has nothing to learn from before the temporal stack has learned something, and the temporal
+  stack has no motion to read (12.5-17.5 %, training loss flat at ln 8 for 15 epochs; lr 1e-3 and 3e-4,
+  ``P_t`` at 0.1 or 0.5, 5x the patch-embedding scale, average pooling, fan-in query/key init in the
+  TTBs: all flat). Measured with an in-memory copy of the training loop (6 epochs unless said, 1 thread):
+  8 px patches alone stay flat (loss 2.09 at epoch 4), tubelets of 2 alone stay flat (12.5 %), both
+  together learn (loss 1.25 at epoch 6; 71.2 % after 15 epochs, translations 90-100 %, rotation at
+  chance). A tubelet's linear embedding sees a frame difference at its first layer, as STAT's 3D-conv
+  stem does; the cross-stage attention, FAM and ``P_t`` then act on features that already move. The
+  CLI row is in docs/benchmarks/temporal_truth.md.
 * TTBs start from trunc-normal weights (the paper says only that ViT-B is the pre-trained base; its
   TTB MLP has another shape than ViT's). ``load_pretrained_2d`` fills the STBs with ViT blocks
   ``0..n_stb-1``, the patch embedding, class token, ``pos_embed`` and the final norm (as the head
@@ -208,6 +218,7 @@ class CSTransformer(VideoModel):
         spatial_pos_embed / temporal_pos_embed: Table 1b ablation (drop ``P_s`` / ``P_t``).
         fam_norm_init: initial weight of the FAM LayerNorms (1 = standard; 0 = start at ``Y = V_L``).
         time_embed_std: std of ``P_t``'s trunc-normal init; 0 (default) starts it at 0 (module docstring).
+        tubelet_size: frames per patch (1, the paper's: 2D patches; ``cst_nano``: 2; module docstring).
     """
 
     no_weight_decay_names = ("cls_token", "pos_embed", "time_embed")
@@ -220,6 +231,7 @@ class CSTransformer(VideoModel):
         num_frames: int = 8,
         img_size: int = 224,
         patch_size: int = 16,
+        tubelet_size: int = 1,
         in_chans: int = 3,
         embed_dim: int = 768,
         spatial_depth: int = 12,
@@ -252,11 +264,13 @@ class CSTransformer(VideoModel):
         self.patch_size = patch_size
         self.grid = (img_size // patch_size, img_size // patch_size)
         self.cross_stage, self.aggregate = cross_stage, aggregate
-        self.patch_embed = PatchEmbed3d((1, patch_size, patch_size), in_chans, embed_dim, pad=False)
+        self.tubelet_size = tubelet_size
+        self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_chans, embed_dim, pad=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))  # V_cls, initialised as 0
         num_patches = self.grid[0] * self.grid[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim)) if spatial_pos_embed else None
-        self.time_embed = nn.Parameter(torch.zeros(1, num_frames, 1, embed_dim)) if temporal_pos_embed else None
+        time_tokens = max(num_frames // tubelet_size, 1)
+        self.time_embed = nn.Parameter(torch.zeros(1, time_tokens, 1, embed_dim)) if temporal_pos_embed else None
         self.pos_drop = nn.Dropout(drop_rate)
 
         dpr = drop_path_schedule(drop_path_rate, spatial_depth + temporal_depth)
@@ -290,9 +304,8 @@ class CSTransformer(VideoModel):
     def embed(self, x: Tensor) -> tuple[Tensor, int, tuple[int, int]]:
         """Eq. 1-4: ``(B, 3, T, H, W) -> V_0 (B*T, 1+P, C)``, ``T`` and the patch grid."""
         check_video_input(x, self.in_chans, type(self).__name__)
-        T = x.shape[2]
-        x = self.patch_embed(x)  # (B, C, T, H/16, W/16); raises if H, W do not divide by 16
-        grid = (x.shape[3], x.shape[4])
+        x = self.patch_embed(x)  # (B, C, T/tubelet, H/16, W/16); raises if T, H, W do not divide
+        T, grid = x.shape[2], (x.shape[3], x.shape[4])
         x = rearrange(x, "b c t h w -> b t (h w) c")
         cls = self.cls_token
         if self.pos_embed is not None:
@@ -326,6 +339,10 @@ class CSTransformer(VideoModel):
                 term = self.fam.term(i, tokens)  # LN_i(beta_i V_i), V_i as (B, T, N, C)
                 y = term if y is None else y + term
         return self.norm(tokens if y is None else tokens + y)  # Eq. 9: Y = sum LN_i(beta_i V_i) + V_L
+
+    @property
+    def frames_per_image(self) -> int:
+        return self.tubelet_size
 
     def group_matcher(self, coarse: bool = False) -> dict:
         return dict(
@@ -376,8 +393,8 @@ register_variants(
         Variant(_k400("cst_v2_baseline", gflops=339.6, top1=77.8, note=_BASELINE),
                 dict(spatial_depth=12, temporal_depth=6, cross_stage=False, aggregate=False)),
         Variant(ModelConfig(name="cst_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
-                            test_views="2x1", sampling="uniform:16", min_input=(2, 32), recipe=NANO_RECIPE),
-                dict(spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3, drop_path_rate=0.0,
-                     time_embed_std=0.5)),
+                            test_views="2x1", sampling="uniform:16", min_input=(4, 32), recipe=NANO_RECIPE),
+                dict(patch_size=8, tubelet_size=2, spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3,
+                     drop_path_rate=0.0, time_embed_std=0.5)),
     ],
 )  # fmt: skip

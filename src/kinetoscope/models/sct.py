@@ -77,8 +77,7 @@ Choices where the paper is silent
   poolings ``E_t``, the [CLS] projections and ``E'``. With 0.02 each of them shrinks the signal (``E`` by
   0.14x) and, trained from scratch, the features collapsed to a constant within a dozen AdamW steps:
   ``sct_nano`` could not fit 8 clips (loss stuck at the label entropy); with the fan-in scale it fits them
-  in 20 steps, as a ViT patch-embedding conv's default init keeps the variance. (It still needs far more
-  than the demo's 480 steps to learn the synthetic time-direction task from scratch.)
+  in 20 steps, as a ViT patch-embedding conv's default init keeps the variance.
 * **Clip position embedding** (``clip_pos_embed_std``, default 0.02 as ViT): the frame features reach the
   clip encoder through the fan-in ``E'`` at unit scale, so a 0.02 embedding is ~2 % of each token and
   the frame order (in the frame encoder only the shifted MSA's attention weights carry it, nearly
@@ -86,11 +85,28 @@ Choices where the paper is silent
   pair hold the same frames, forward and reversed; tests/test_temporal_learning.py) ``sct_nano`` stayed
   at ln 2 for 40 AdamW steps at lr 1e-4 or 3e-4; with 0.2 (or 0.5) it fitted the toy in 30 steps.
   ``sct_nano`` uses 0.2 and lr 3e-4 (at 1e-3 the nanos' features collapse to a constant in the first
-  steps); the paper variants keep 0.02. This is not enough for ``kinetoscope synth``'s 8 classes: through
-  the CLI (15-epoch schedule) ``sct_nano`` was still at 12.5 % after 3 epochs, training loss flat at ~2.08
-  (stopped for time; a screen with patch 8 and one 8x8 chunk per frame at lr 1e-3 was flat for 5 epochs).
-  A likely cause, not yet tested: the frame [CLS] sees no absolute position (the chunk embedding is
-  shared by all chunks), so a frame's feature hardly says where the shapes are.
+  steps); the paper variants keep 0.02.
+* **Shifted MSA query/key init** (``shifted_qk_init``, default ``"trunc_normal"`` as above): Eq. 6 lets
+  frame ``t - 1`` into frame ``t`` only through the attention weights (values come from frame ``t``). At
+  0.02 and the nano's widths (48-192) the logits are 10-50x smaller than at the fan-in scale and the
+  weights are uniform to a few 1e-4, so the temporal pathway starts switched off: changing frame 0
+  moves frame 1's features by 4e-4 of frame 0's own change (57x more with ``"fan_in"``, which draws the
+  query and key projections at ``1 / sqrt(fan_in)``; tests/test_sct.py). ``sct_nano`` uses ``"fan_in"``.
+* **Tubelets** (``tubelet_size``, default 1 = the paper's ``p x p x 3`` patches of one frame): ``E``
+  embeds ``tubelet x p x p x 3`` values and the frame encoder runs on ``T / tubelet`` token frames.
+  ``sct_nano`` uses 2, which also halves its cost.
+* **From scratch at nano size** (``kinetoscope synth``'s eight classes, an in-memory copy of the
+  training loop, 1 thread, lr 3e-4 unless said): the registered nano before these two knobs stayed at
+  ln 8 (12.5 % after 3 epochs through the CLI, flat for 6 epochs in the loop). Probing the initialised
+  model on 32 clips: the frame [CLS] varies across clips by 0.002-0.03 per element against 0.3 for the
+  tokens (it gathers content only through 0.02-init attention), and the clip encoder's output varies by
+  1 % of its mean. Flat for 6 epochs: an absolute position embedding on the tiny patches, tubelets of 2,
+  tubelets with the clip encoder fed the [CLS] plus the tokens' average. The first change that moved it
+  was the fan-in query/key init of the shifted MSA (loss 1.93 after 6 epochs, left/right learned); with
+  tubelets of 2 as well, 47.5 % after 15 epochs (three of the four translation classes at 90-100 %,
+  grow/shrink and rotation not); lr 5e-4 27.5 %, lr 1e-3 flat, full attention in place of LSH
+  (``lsh=False``) 26.2 %, fan-in init in the clip encoder as well slower. ``sct_nano`` stays below the
+  95 % the temporal-truth benchmark asks for; its CLI row is in docs/benchmarks/temporal_truth.md.
 * **Head**: ``c = MLP(LN(b))`` with "dropout for the second last layer" is read as ViT's fine-tuning head,
   LayerNorm -> dropout -> linear.
 * **Clip encoder cost**: the appendix's "two fewer clip layers save 1.05 M / 2.04 G" cannot hold for a
@@ -111,6 +127,7 @@ Choices where the paper is silent
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from einops import rearrange
@@ -272,6 +289,7 @@ class ShiftedChunkTransformer(VideoModel):
         img_size: int = 224,
         in_chans: int = 3,
         patch_size: int = 4,
+        tubelet_size: int = 1,
         chunk_size: int = 7,
         dims: Sequence[int] = (96, 144, 144, 312, 624),
         depth: int = 4,
@@ -281,6 +299,7 @@ class ShiftedChunkTransformer(VideoModel):
         clip_depth: int = 4,
         clip_mlp_ratio: float = 4.0,
         clip_pos_embed_std: float = 0.02,
+        shifted_qk_init: Literal["trunc_normal", "fan_in"] = "trunc_normal",
         shift_frames: int = 1,
         shift_layers: int = 1,
         lsh: bool = True,
@@ -296,8 +315,8 @@ class ShiftedChunkTransformer(VideoModel):
         if shift_layers < 1 or shift_frames < 0:
             raise ValueError(f"shift_layers must be >= 1 and shift_frames >= 0, got {shift_layers}, {shift_frames}")
         self.in_chans, self.num_frames = in_chans, num_frames
-        self.patch_size = patch_size
-        self.patch_embed = nn.Linear(in_chans * patch_size * patch_size, dims[0])  # E (Eq. 1)
+        self.patch_size, self.tubelet_size = patch_size, tubelet_size
+        self.patch_embed = nn.Linear(in_chans * tubelet_size * patch_size * patch_size, dims[0])  # E (Eq. 1)
         per_block = depth + 1 + shift_layers
         dpr = drop_path_schedule(drop_path_rate, 4 * per_block + clip_depth)
         self.cls_token = nn.Parameter(torch.zeros(1, dims[1]))
@@ -313,7 +332,7 @@ class ShiftedChunkTransformer(VideoModel):
         self.num_intermediates = len(self.blocks)
         self.frame_embed = nn.Linear(dims[4], clip_dim)  # E' (Eq. 8)
         self.clip_cls_token = nn.Parameter(torch.zeros(1, 1, clip_dim))
-        self.clip_pos_embed = nn.Parameter(torch.zeros(1, num_frames + 1, clip_dim))
+        self.clip_pos_embed = nn.Parameter(torch.zeros(1, max(num_frames // tubelet_size, 1) + 1, clip_dim))
         self.clip_blocks = nn.ModuleList(
             PreNormBlock(
                 clip_dim, Attention(clip_dim, heads[3]), mlp_ratio=clip_mlp_ratio, drop_path=dpr[4 * per_block + i]
@@ -332,19 +351,30 @@ class ShiftedChunkTransformer(VideoModel):
             main_path += [blk.pool.reduction] + ([blk.cls_proj] if blk.cls_proj is not None else [])
         for layer in main_path:
             nn.init.trunc_normal_(layer.weight, std=layer.in_features**-0.5)
+        if shifted_qk_init not in ("trunc_normal", "fan_in"):
+            raise ValueError(f"shifted_qk_init must be 'trunc_normal' or 'fan_in', got {shifted_qk_init!r}")
+        if shifted_qk_init == "fan_in":  # module docstring, "Shifted MSA query/key init"
+            for blk in self.blocks:
+                for layer in blk.shifted:
+                    layer.attn.init_qk_fan_in()
 
     def embed_patches(self, x: Tensor) -> Tensor:
-        """``(B, C, T, H, W) -> (B*T, H/p, W/p, D)``: flattened ``p x p x C`` tiny patches through ``E``."""
-        p = self.patch_size
+        """``(B, C, T, H, W) -> (B*T', H/p, W/p, D)``: flattened ``tubelet x p x p x C`` tiny patches through
+        ``E`` (``T' = T / tubelet``; with ``tubelet_size=1``, the paper's, a patch is ``p x p x C`` of one frame)."""
+        p, pt = self.patch_size, self.tubelet_size
+        if x.shape[2] % pt:
+            raise ValueError(
+                f"input frames {x.shape[2]} is not divisible by the tubelet size {pt}; use a multiple of {pt}"
+            )
         x = pad_to_multiple(x, (p, p), (3, 4))
-        x = rearrange(x, "b c t (h p1) (w p2) -> (b t) h w (p1 p2 c)", p1=p, p2=p)
+        x = rearrange(x, "b c (t pt) (h p1) (w p2) -> (b t) h w (pt p1 p2 c)", p1=p, p2=p, pt=pt)
         return self.patch_embed(x)
 
     def forward_stages(self, x: Tensor, taps: FeatureTaps | None = None) -> Tensor | None:
         """Frame encoder: block outputs; the features are the last block's ``(B, T, 1 + h w, dims[4])``,
         every frame's [CLS] first."""
         check_video_input(x, self.in_chans, type(self).__name__)
-        T = x.shape[2]
+        T = x.shape[2] // self.tubelet_size
         x = self.embed_patches(x)  # (B*T, H/4, W/4, D)
         cls = self.cls_token  # (1, C), broadcast to every frame by the first block
         for b, blk in enumerate(self.blocks):
@@ -362,6 +392,10 @@ class ShiftedChunkTransformer(VideoModel):
         tokens = tokens + resample_1d(self.clip_pos_embed, T, num_prefix_tokens=1)  # clip [CLS] row kept
         tokens = self.run_blocks(self.clip_blocks, tokens)
         return self.norm(tokens[:, 0])
+
+    @property
+    def frames_per_image(self) -> int:
+        return self.tubelet_size
 
     def resample_tensor(self, key: str, value: Tensor, target: Tensor) -> Tensor | None:
         if key == "clip_pos_embed":  # (1, 1 + T, D'): the clip [CLS] row kept, the frame rows resampled
@@ -410,6 +444,7 @@ register_variants(
                             test_views="2x1", sampling="uniform:16", min_input=(4, 32),
                             recipe={**NANO_RECIPE, "lr": 3e-4}),
                 dict(dims=(32, 48, 64, 96, 192), depth=1, heads=(2, 2, 4, 4), chunk_size=4, clip_dim=64, clip_depth=1,
-                     bucket_size=16, n_hashes=2, drop_path_rate=0.0, head_drop_rate=0.0, clip_pos_embed_std=0.2)),
+                     bucket_size=16, n_hashes=2, drop_path_rate=0.0, head_drop_rate=0.0, clip_pos_embed_std=0.2,
+                     tubelet_size=2, shifted_qk_init="fan_in")),
     ],
 )  # fmt: skip
