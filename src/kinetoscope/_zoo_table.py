@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "980d2e1429c8d3c1"
+FINGERPRINT = "b36cfec0c7913a9b"
 
 ROWS_JSON = r"""
 [

@@ -5,7 +5,14 @@ from .block import PreNormBlock
 from .drop import DropPath, drop_path_schedule
 from .lsh_attention import LSHAttention, lsh_attention
 from .mlp import Mlp
-from .patch_embed import PatchEmbed3d, check_video_input, inflate_conv_weight, pad_to_multiple, to_3tuple
+from .patch_embed import (
+    PatchEmbed3d,
+    check_divisible,
+    check_video_input,
+    inflate_conv_weight,
+    pad_to_multiple,
+    to_3tuple,
+)
 from .pos_embed import resample_1d, resample_2d
 from .temporal_shift import TemporalShiftAttention
 from .windows import (
@@ -32,6 +39,7 @@ __all__ = [
     "PreNormBlock",
     "TemporalShiftAttention",
     "attention",
+    "check_divisible",
     "check_video_input",
     "dense_attention_reference",
     "drop_path_schedule",

@@ -59,6 +59,17 @@ def pad_to_multiple(x: Tensor, multiple: Sequence[int], dims: Sequence[int]) -> 
     return F.pad(x, pad)
 
 
+def check_divisible(x: Tensor, patch_size: Sequence[int]) -> None:
+    """Raise a ``ValueError`` naming the sizes that work unless ``patch_size = (t, h, w)`` divides the
+    frames, height and width of ``x (B, C, T, H, W)`` (1 leaves an axis unchecked)."""
+    for size, p, axis in zip(x.shape[2:], patch_size, ("frames", "height", "width")):
+        if size % p:
+            raise ValueError(
+                f"input {axis} {size} is not divisible by the tubelet size {p}; "
+                f"use a multiple of {p} (e.g. {max(p, size - size % p)} or {size + p - size % p})"
+            )
+
+
 class PatchEmbed3d(nn.Module):
     """Non-overlapping tubelets -> tokens: ``(B, C, T, H, W) -> (B, D, T', H', W')``.
 
@@ -88,12 +99,7 @@ class PatchEmbed3d(nn.Module):
         if self.pad:
             x = pad_to_multiple(x, self.patch_size, (2, 3, 4))
         else:
-            for size, p, axis in zip(x.shape[2:], self.patch_size, ("frames", "height", "width")):
-                if size % p:
-                    raise ValueError(
-                        f"input {axis} {size} is not divisible by the tubelet size {p}; "
-                        f"use a multiple of {p} (e.g. {max(p, size - size % p)} or {size + p - size % p})"
-                    )
+            check_divisible(x, self.patch_size)
         x = self.proj(x)  # (B, D, T', H', W')
         if self.norm is not None:
             x = self.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)

@@ -63,9 +63,10 @@ Choices where the paper is silent (no official code exists):
   and 8 px patches (an 8 x 8 grid at 64 px). Trained from scratch on ``kinetoscope synth``'s eight classes,
   the paper's embedding (16 px patches of single frames, a 4 x 4 grid) stays at chance: the per-frame
   stack has nothing to learn from before the temporal stack has learned something, and the temporal
-  stack has no motion to read (12.5-17.5 %, training loss flat at ln 8 for 15 epochs; lr 1e-3 and 3e-4,
-  ``P_t`` at 0.1 or 0.5, 5x the patch-embedding scale, average pooling, fan-in query/key init in the
-  TTBs: all flat). Measured with an in-memory copy of the training loop (6 epochs unless said, 1 thread):
+  stack has no motion to read (17.5 % through the CLI, training loss flat at ln 8 for 15 epochs; flat in
+  6-epoch screens as well: lr 3e-4, ``P_t`` at 0.1, 5x the patch-embedding scale, average pooling,
+  fan-in query/key init in the TTBs). Measured with an in-memory copy of the training loop (6 epochs
+  unless said, 1 thread):
   8 px patches alone stay flat (loss 2.09 at epoch 4), tubelets of 2 alone stay flat (12.5 %), both
   together learn (loss 1.25 at epoch 6; 71.2 % after 15 epochs, translations 90-100 %, rotation at
   chance). A tubelet's linear embedding sees a frame difference at its first layer, as STAT's 3D-conv
@@ -302,9 +303,9 @@ class CSTransformer(VideoModel):
 
     # ------------------------------------------------------------------------------------- embedding
     def embed(self, x: Tensor) -> tuple[Tensor, int, tuple[int, int]]:
-        """Eq. 1-4: ``(B, 3, T, H, W) -> V_0 (B*T, 1+P, C)``, ``T`` and the patch grid."""
+        """Eq. 1-4: ``(B, 3, T, H, W) -> V_0 (B*T', 1+P, C)``, ``T' = T / tubelet`` and the patch grid."""
         check_video_input(x, self.in_chans, type(self).__name__)
-        x = self.patch_embed(x)  # (B, C, T/tubelet, H/16, W/16); raises if T, H, W do not divide
+        x = self.patch_embed(x)  # (B, C, T/tubelet, H/p, W/p); raises if T, H, W do not divide
         T, grid = x.shape[2], (x.shape[3], x.shape[4])
         x = rearrange(x, "b c t h w -> b t (h w) c")
         cls = self.cls_token

@@ -138,6 +138,7 @@ from ..layers import (
     LSHAttention,
     PreNormBlock,
     attention,
+    check_divisible,
     check_video_input,
     drop_path_schedule,
     geometry_buffer,
@@ -362,10 +363,7 @@ class ShiftedChunkTransformer(VideoModel):
         """``(B, C, T, H, W) -> (B*T', H/p, W/p, D)``: flattened ``tubelet x p x p x C`` tiny patches through
         ``E`` (``T' = T / tubelet``; with ``tubelet_size=1``, the paper's, a patch is ``p x p x C`` of one frame)."""
         p, pt = self.patch_size, self.tubelet_size
-        if x.shape[2] % pt:
-            raise ValueError(
-                f"input frames {x.shape[2]} is not divisible by the tubelet size {pt}; use a multiple of {pt}"
-            )
+        check_divisible(x, (pt, 1, 1))  # frames are not padded: a zero frame would be a motion
         x = pad_to_multiple(x, (p, p), (3, 4))
         x = rearrange(x, "b c (t pt) (h p1) (w p2) -> (b t) h w (pt p1 p2 c)", p1=p, p2=p, pt=pt)
         return self.patch_embed(x)
