@@ -407,8 +407,8 @@ def _convert(p: argparse.ArgumentParser):
     p.add_argument("input", help="released checkpoint, or a kinetoscope run's best.pth/last.pth/export")
     p.add_argument("output", help="the .safetensors file to write")
     p.add_argument("--model", required=True, help="registered variant, e.g. dualformer_t")
-    p.add_argument("--frames", type=int, help="clip length the model is built for (default: the variant's)")
-    p.add_argument("--size", type=int, help="crop size the model is built for (default: the variant's)")
+    p.add_argument("--frames", type=_positive_int, help="clip length the model is built for (default: the variant's)")
+    p.add_argument("--size", type=_positive_int, help="crop size the model is built for (default: the variant's)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
 
     def run(a: argparse.Namespace) -> int:
