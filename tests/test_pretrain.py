@@ -217,11 +217,11 @@ def test_image_run_inflates_into_the_video_model_and_starts_a_video_run(image_ru
 @pytest.mark.parametrize(
     ("name", "built", "run_at", "kwargs"),
     [
-        ("sct_nano", (1, 64), (6, 64), {}),
-        ("sct_nano", (3, 64), (8, 64), {}),
+        ("sct_nano", (2, 64), (6, 64), {}),  # (frames in whole 2-frame tubelets: 1 token frame -> 3)
+        ("sct_nano", (4, 64), (8, 64), {}),
         ("pst_nano", (2, 64), (16, 64), {}),
         ("pst_nano", (4, 64), (16, 64), {"window": (2, 4, 4)}),  # PST-dagger's bias table: offsets clamped
-        ("cst_nano", (1, 64), (4, 96), {}),
+        ("cst_nano", (2, 64), (4, 96), {}),
         ("stat_nano", (2, 64), (8, 64), {}),  # (its K/V stride follows the built size: frames only)
         ("deit_s_tps", (1, 32), (4, 48), dict(embed_dim=32, depth=2, num_heads=2, temporal_pos_embed=True)),
     ],

@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "b36cfec0c7913a9b"
+FINGERPRINT = "77a545f70bb353a6"
 
 ROWS_JSON = r"""
 [

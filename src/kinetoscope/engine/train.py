@@ -60,9 +60,12 @@ def build_datasets(cfg: TrainConfig, classes: list[str] | None = None, out: Path
     inputs = resolve_inputs(cfg)
     train_ds = None
     if cfg.train:
+        short_side, scale = cfg.short_side, {}  # scale: the transform's default jitter of short_side
+        if cfg.train_short_side is not None:  # multiples of the crop size
+            short_side, scale = inputs["size"], {"jitter": tuple(cfg.train_short_side)}
         train_ds = clip_dataset(
             inputs, cfg.train, "1x1", root=cfg.root, format=cfg.format, train=True,
-            crop_size=inputs["size"], short_side=cfg.short_side, mean=inputs["mean"], std=inputs["std"],
+            crop_size=inputs["size"], short_side=short_side, mean=inputs["mean"], std=inputs["std"], **scale,
             backend=cfg.backend, on_error=cfg.on_error, report_dir=out, seed=cfg.seed, classes=classes,
             spatial=cfg.spatial, flip=cfg.flip, randaugment=tuple(cfg.randaugment) if cfg.randaugment else None,
             erasing=cfg.erasing,

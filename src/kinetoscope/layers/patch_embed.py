@@ -59,10 +59,11 @@ def pad_to_multiple(x: Tensor, multiple: Sequence[int], dims: Sequence[int]) -> 
     return F.pad(x, pad)
 
 
-def check_divisible(x: Tensor, patch_size: Sequence[int]) -> None:
+def check_divisible(sizes: Sequence[int], patch_size: Sequence[int]) -> None:
     """Raise a ``ValueError`` naming the sizes that work unless ``patch_size = (t, h, w)`` divides the
-    frames, height and width of ``x (B, C, T, H, W)`` (1 leaves an axis unchecked)."""
-    for size, p, axis in zip(x.shape[2:], patch_size, ("frames", "height", "width")):
+    ``sizes = (frames, height, width)`` (of an input: ``x.shape[2:]``; of a model being built: its
+    ``(num_frames,)``); a patch size of 1 leaves an axis unchecked."""
+    for size, p, axis in zip(sizes, patch_size, ("frames", "height", "width")):
         if size % p:
             raise ValueError(
                 f"input {axis} {size} is not divisible by the tubelet size {p}; "
@@ -99,7 +100,7 @@ class PatchEmbed3d(nn.Module):
         if self.pad:
             x = pad_to_multiple(x, self.patch_size, (2, 3, 4))
         else:
-            check_divisible(x, self.patch_size)
+            check_divisible(x.shape[2:], self.patch_size)
         x = self.proj(x)  # (B, D, T', H', W')
         if self.norm is not None:
             x = self.norm(x.permute(0, 2, 3, 4, 1)).permute(0, 4, 1, 2, 3)

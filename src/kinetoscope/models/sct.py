@@ -317,6 +317,7 @@ class ShiftedChunkTransformer(VideoModel):
             raise ValueError(f"shift_layers must be >= 1 and shift_frames >= 0, got {shift_layers}, {shift_frames}")
         self.in_chans, self.num_frames = in_chans, num_frames
         self.patch_size, self.tubelet_size = patch_size, tubelet_size
+        check_divisible((num_frames,), (tubelet_size,))  # the frames it is built for must make whole tubelets
         self.patch_embed = nn.Linear(in_chans * tubelet_size * patch_size * patch_size, dims[0])  # E (Eq. 1)
         per_block = depth + 1 + shift_layers
         dpr = drop_path_schedule(drop_path_rate, 4 * per_block + clip_depth)
@@ -363,7 +364,7 @@ class ShiftedChunkTransformer(VideoModel):
         """``(B, C, T, H, W) -> (B*T', H/p, W/p, D)``: flattened ``tubelet x p x p x C`` tiny patches through
         ``E`` (``T' = T / tubelet``; with ``tubelet_size=1``, the paper's, a patch is ``p x p x C`` of one frame)."""
         p, pt = self.patch_size, self.tubelet_size
-        check_divisible(x, (pt, 1, 1))  # frames are not padded: a zero frame would be a motion
+        check_divisible(x.shape[2:], (pt, 1, 1))  # frames are not padded: a zero frame would be a motion
         x = pad_to_multiple(x, (p, p), (3, 4))
         x = rearrange(x, "b c (t pt) (h p1) (w p2) -> (b t) h w (pt p1 p2 c)", p1=p, p2=p, pt=pt)
         return self.patch_embed(x)
