@@ -76,9 +76,10 @@ CASES = [
     ("dualformer", "dualformer_nano", dict(num_frames=8, **_DUALFORMER_PINNED), (8, 64)),
     ("dualformer_padded", "dualformer_nano", dict(num_frames=8, **_DUALFORMER_PINNED), (10, 60)),
     ("stat", "stat_nano", dict(num_frames=8, global_embed="cls_token", l_ta=1), (8, 64)),  # the nano before issue 15
-    # sct and cst: the nanos' architecture before issue 15 gave them tubelets (and CST 8 px patches)
-    ("sct", "sct_nano", dict(num_frames=8, tubelet_size=1), (8, 64)),
-    ("sct_padded", "sct_nano", dict(num_frames=8, tubelet_size=1), (5, 45)),
+    # sct and cst: the nanos' architecture before issue 15 gave them tubelets (and CST 8 px patches, SCT a
+    # wider and deeper clip encoder)
+    ("sct", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1), (8, 64)),
+    ("sct_padded", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1), (5, 45)),
     ("cst", "cst_nano", dict(num_frames=4, img_size=32, patch_size=16, tubelet_size=1), (4, 32)),
 ]
 
@@ -142,7 +143,7 @@ STATE_DICT_DIGESTS = {
     "pst_t_dagger": "6b98faa7605b5b11",
     "sct_l": "d0988fa6db67198f",
     "sct_m": "b8be598e2d83cac5",
-    "sct_nano": "89586c56736050fd",  # issue 15: 2-frame tubelets
+    "sct_nano": "4b8a6e1cbd882a8e",  # issue 15: 2-frame tubelets, clip encoder 192 wide and 2 deep
     "sct_s": "d9795cfdfe541711",
     "stat_16": "11fbb8d183b9f2a9",
     "stat_32": "ea5b48acc683957a",
