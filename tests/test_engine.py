@@ -315,7 +315,6 @@ def test_config_values_are_coerced_by_type_or_refused_in_one_line(tmp_path):
         ({"views": "2x2"}, "config views:"),
         ({"train_short_side": [0.8, 1.2]}, "config train_short_side: expected [low, high] multiples of the crop"),
         ({"train_short_side": [1.0]}, "config train_short_side: expected [low, high]"),
-        ({"train_short_side": [1.0, 1.2], "spatial": "rrc"}, "applies to spatial='jitter', not 'rrc'"),
     ]
     for values, message in cases:
         with pytest.raises(ValueError) as err:
@@ -542,22 +541,24 @@ def test_nano_recipe_keeps_direction_labels(name):
     assert TrainConfig().flip is True  # the default for every other model is unchanged
 
 
-@pytest.mark.parametrize("train_short_side, size, expected", [(None, 32, (37, 46)), ([1.0, 1.25], 32, (32, 40)),
-                                                              ([1.0, 1.25], 48, (48, 60))])  # fmt: skip
+@pytest.mark.parametrize("train_short_side, short_side, size, expected", [
+    (None, None, 32, (37, 46)), ([1.0, 1.25], None, 32, (32, 40)), ([1.0, 1.25], None, 48, (48, 60)),
+    ([1.0, 1.25], 40, 32, (40, 50)),  # a short_side the user set wins over a recipe's train_short_side
+])  # fmt: skip
 def test_train_short_side_scales_with_the_crop_and_leaves_validation_alone(
-    tiny_data, tmp_path, train_short_side, size, expected
+    tiny_data, tmp_path, train_short_side, short_side, size, expected
 ):
-    """Train crops come from a short side drawn in crop x [low, high] (default: crop x 256/224 x [1, 1.25]);
-    the validation transform (short side = the crop) is the same either way."""
+    """Train crops come from a short side drawn in crop x [low, high] (default: crop x 256/224 x [1, 1.25];
+    with short_side set: short_side x [1, 1.25]); the validation transform is the same either way."""
     from torchvision.transforms import v2
 
     from kinetoscope.engine.train import build_datasets
 
-    cfg = _cfg(tiny_data, tmp_path, size=size, short_side=None, train_short_side=train_short_side)
+    cfg = _cfg(tiny_data, tmp_path, size=size, short_side=short_side, train_short_side=train_short_side)
     train_ds, val_ds = build_datasets(cfg)
     resize = next(t for t in train_ds.transform.transforms if isinstance(t, v2.RandomResize))
     assert (resize.min_size, resize.max_size - 1) == expected  # RandomResize draws from [min, max)
     clip = train_ds[0]["video"]
     assert clip.shape[-2:] == (size, size)
     [val_resize] = [t for t in val_ds.transform.transforms if isinstance(t, v2.Resize)]
-    assert val_resize.size == [size]
+    assert val_resize.size == [short_side or size]

@@ -56,8 +56,9 @@ class TrainConfig:
     on_error: Literal["substitute", "skip", "raise"] = "substitute"
     # augmentation
     spatial: Literal["jitter", "rrc", "multiscale"] = "jitter"
-    # spatial="jitter": the range of the train short side as multiples of the crop size, e.g. [1.0, 1.25];
-    # default: short_side x [1, 1.25] with short_side defaulting to crop x 256/224 (Video Swin, MViT)
+    # spatial="jitter" with short_side unset: the range of the train short side as multiples of the crop
+    # size, e.g. [1.0, 1.25]; otherwise (and by default) short_side x [1, 1.25], short_side defaulting to
+    # crop x 256/224 in training (Video Swin, MViT)
     train_short_side: list[float] | None = None
     flip: bool = True
     randaugment: list[int] | None = None  # [num_ops, magnitude]
@@ -240,8 +241,6 @@ def check_consistency(cfg: TrainConfig) -> None:
         if len(lo_hi) != 2 or not 1.0 <= lo_hi[0] <= lo_hi[1]:
             raise ValueError(f"config train_short_side: expected [low, high] multiples of the crop size with "
                              f"1 <= low <= high, got {lo_hi!r}")  # fmt: skip
-        if cfg.spatial != "jitter":
-            raise ValueError(f"config train_short_side: applies to spatial='jitter', not {cfg.spatial!r}; unset one")
     if cfg.layer_decay is not None and cfg.backbone_lr_mult != 1.0:
         raise ValueError("config: layer_decay and backbone_lr_mult both scale the backbone's learning rate; set one")
     if cfg.mixup > 0 or cfg.cutmix > 0:

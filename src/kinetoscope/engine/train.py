@@ -60,8 +60,8 @@ def build_datasets(cfg: TrainConfig, classes: list[str] | None = None, out: Path
     inputs = resolve_inputs(cfg)
     train_ds = None
     if cfg.train:
-        short_side, scale = cfg.short_side, {}  # scale: the transform's default jitter of short_side
-        if cfg.train_short_side is not None:  # multiples of the crop size
+        short_side, scale = cfg.short_side, {}  # {}: the transform's default jitter of short_side
+        if cfg.train_short_side is not None and cfg.short_side is None and cfg.spatial == "jitter":
             short_side, scale = inputs["size"], {"jitter": tuple(cfg.train_short_side)}
         train_ds = clip_dataset(
             inputs, cfg.train, "1x1", root=cfg.root, format=cfg.format, train=True,
