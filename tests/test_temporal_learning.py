@@ -61,7 +61,8 @@ def test_factorised_nano_learns_clip_order(name):
     """The registered nano at its recipe's learning rate, warmed up over 10 steps as the recipe warms up,
     fits the toy well below the order-blind ln 2 in 30 full-batch steps. Before issue 15's fixes all three
     stayed at ln 2 (STAT: features collapsed at lr 1e-3; SCT / CST: frame order nearly / exactly invisible
-    at init). (``cst_nano``'s tubelets make its first full-batch step at lr 1e-3 overshoot without it.)"""
+    at init). (``cst_nano``'s tubelets made its first full-batch step at lr 1e-3, its recipe's lr then,
+    overshoot without it.)"""
     torch.manual_seed(0)
     model = create_model(name, num_classes=2, num_frames=8, img_size=32).train()
     lr = get_model_config(name).recipe.get("lr", TrainConfig.lr)  # what `kinetoscope train --model name` uses

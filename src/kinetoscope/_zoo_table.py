@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "abb9b637e71819b2"
+FINGERPRINT = "bf0e2a6f02798cba"
 
 ROWS_JSON = r"""
 [

@@ -56,7 +56,7 @@ Choices where the paper is silent (no official code exists):
   ``time_embed_std`` starts ``P_t`` at trunc-normal(std) instead. ``cst_nano`` (from scratch) uses 0.5:
   on a clip-order toy (two clips per pair with the same frames, forward and reversed;
   tests/test_temporal_learning.py) it stayed at ln 2 for 30 AdamW steps at lr 3e-4 with 0.02 (as
-  ``P_s``) and with 0, and fitted it with 0.5 (loss 0.15 at lr 3e-4, 0.02 at lr 1e-3, the recipe's lr;
+  ``P_s``) and with 0, and fitted it with 0.5 (loss 0.15 at lr 3e-4, 0.02 at lr 1e-3, the recipe's lr then;
   ``P_s`` at 0.2 as well put it back at ln 2).
 * ``tubelet_size`` (not in the paper, whose patches are 2D; default 1): patches of ``tubelet x p x p``
   pixels (ViViT's tubelet embedding), ``T / tubelet`` token frames. ``cst_nano`` uses tubelets of 2 frames
