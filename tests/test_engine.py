@@ -562,3 +562,19 @@ def test_train_short_side_scales_with_the_crop_and_leaves_validation_alone(
     assert clip.shape[-2:] == (size, size)
     [val_resize] = [t for t in val_ds.transform.transforms if isinstance(t, v2.Resize)]
     assert val_resize.size == [short_side or size]
+
+
+@pytest.mark.parametrize("kw, reason", [
+    (dict(short_side=40), "short_side=40 is set and wins"),
+    (dict(short_side=None, spatial="rrc"), "spatial='rrc' draws its own crop scales"),
+    (dict(short_side=None, spatial="multiscale"), "spatial='multiscale' draws its own crop scales"),
+    (dict(short_side=None), None),
+])  # fmt: skip
+def test_train_short_side_says_why_it_is_not_used(tmp_path, kw, reason):
+    """A recipe's train_short_side that a user's flag overrides is named in the run's output, not dropped
+    silently (the run goes on: a recipe key must not block a flag)."""
+    from kinetoscope.engine.train import train_short_side_ignored
+
+    cfg = TrainConfig(model="pst_nano", train_short_side=[1.0, 1.25], **kw)
+    assert train_short_side_ignored(cfg) == reason
+    assert train_short_side_ignored(TrainConfig(model="pst_nano", short_side=40)) is None  # unset: nothing to say

@@ -61,7 +61,7 @@ def build_datasets(cfg: TrainConfig, classes: list[str] | None = None, out: Path
     train_ds = None
     if cfg.train:
         short_side, scale = cfg.short_side, {}  # {}: the transform's default jitter of short_side
-        if cfg.train_short_side is not None and cfg.short_side is None and cfg.spatial == "jitter":
+        if cfg.train_short_side is not None and train_short_side_ignored(cfg) is None:
             short_side, scale = inputs["size"], {"jitter": tuple(cfg.train_short_side)}
         train_ds = clip_dataset(
             inputs, cfg.train, "1x1", root=cfg.root, format=cfg.format, train=True,
@@ -76,6 +76,18 @@ def build_datasets(cfg: TrainConfig, classes: list[str] | None = None, out: Path
         on_error = "raise" if cfg.on_error == "raise" else "exclude"
         val_ds = eval_dataset(cfg, cfg.val, classes, cfg.root, on_error=on_error, report_dir=out)
     return train_ds, val_ds
+
+
+def train_short_side_ignored(cfg: TrainConfig) -> str | None:
+    """Why a set ``train_short_side`` does not apply (``None``: it applies, or it is unset). A recipe's
+    key must not block a user's flag, so the run goes on; the caller says so in one line."""
+    if cfg.train_short_side is None:
+        return None
+    if cfg.short_side is not None:
+        return f"short_side={cfg.short_side} is set and wins"
+    if cfg.spatial != "jitter":
+        return f"spatial={cfg.spatial!r} draws its own crop scales"
+    return None
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
@@ -154,6 +166,8 @@ def _train(cfg: TrainConfig, info: DistInfo, stop: StopSignals) -> dict:
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
 
     train_ds, val_ds = build_datasets(cfg, out=out)
+    if info.is_main and (why := train_short_side_ignored(cfg)):
+        print(f"note: train_short_side {cfg.train_short_side} not used: {why}", flush=True)
     if state is not None and state["classes"] != train_ds.classes:
         raise ValueError(f"cannot resume {out}: the classes of {cfg.train} are not those the checkpoint was trained "
                          f"on ({len(train_ds.classes)} vs {len(state['classes'])}); data differ")  # fmt: skip
