@@ -249,3 +249,38 @@ def test_ablation_gflops_match_the_paper(name, kwargs, paper_gflops):
         model = create_model(name, **kwargs)
     gmacs, _ = count_macs(model, (1, 3, 8, 224, 224))
     assert abs(2 * gmacs - paper_gflops) / paper_gflops < 0.05, (name, kwargs, 2 * gmacs)
+
+
+def test_cls_moments_head_reads_class_tokens_and_patch_moments_on_the_right_grid():
+    """``global_pool="cls_moments"``: the class tokens' average, then the patch tokens' average and their
+    averages weighted by column and by row (cell centres, -1 left/top to 1 right/bottom), from a naive loop
+    over the tokens; a 2 x 3 grid (32 x 48 pixels) catches a swapped height and width."""
+    torch.manual_seed(0)
+    model = _tiny(num_frames=2, patch_size=16, global_pool="cls_moments").eval()
+    assert model.head.in_features == 4 * 24
+    with torch.no_grad():
+        y = model.forward_features(torch.randn(2, 3, 2, 32, 48))  # (B, T, 1 + 2*3, C)
+        pooled = model.forward_head(y, pre_logits=True)
+    B, T, N, C = y.shape
+    h, w = 2, 3
+    want = torch.zeros(B, 4 * C)
+    for b in range(B):
+        want[b, :C] = y[b, :, 0].mean(0)
+        for t in range(T):
+            for i in range(h):
+                for j in range(w):
+                    tok = y[b, t, 1 + i * w + j] / (T * h * w)
+                    col, row = (j + 0.5) * 2 / w - 1, (i + 0.5) * 2 / h - 1
+                    want[b, C : 2 * C] += tok
+                    want[b, 2 * C : 3 * C] += col * tok
+                    want[b, 3 * C :] += row * tok
+    torch.testing.assert_close(pooled, want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="do not fill the last forward's 2x3 grid"):
+        model.pool(y[:, :, :5])
+    with pytest.raises(ValueError, match="global_pool must be 'cls' or 'cls_moments'"):
+        _tiny(global_pool="avg")
+    # both readings are symmetric in time: with P_t = 0 the initialised model is still blind to frame order
+    blind = _tiny(num_frames=4, global_pool="cls_moments").eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        assert (blind(x) - blind(x.flip(2))).abs().max() < 1e-5

@@ -339,27 +339,42 @@ def test_every_family_explains_with_its_method_and_a_grid_that_reaches_the_score
     result = explain_clip(model, x)
     heat = result["heatmap"]
     assert heat.shape == (4, 64, 64) and np.isfinite(heat).all() and 0 <= heat.min() and heat.max() == 1.0
-    assert result["method"] == ("rollout" if name == "cst_nano" else "hirescam")
+    assert result["method"] == "hirescam"  # cst_nano's head reads its patch tokens too: no rollout
     # the facts models/_base.py states: where the head reads class tokens the last grid gets no gradient
     features, grids = model.forward_intermediates(x)
     grads = torch.autograd.grad(model.forward_head(features)[0, result["class_index"]], grids, allow_unused=True)
     zero = [g is None or not g.abs().amax() > 0 for g in grads]
-    if name in ("pst_nano", "dualformer_nano", "stat_nano"):  # heads that pool the last grid itself
+    if name in ("pst_nano", "dualformer_nano", "stat_nano", "cst_nano"):  # heads that pool the last grid itself
         assert not any(zero)
-    elif name == "cst_nano":
-        assert zero == [i >= len(model.spatial_blocks) - 1 for i in range(len(grids))]
     else:
         assert zero == [False] * (len(grids) - 1) + [True]
-    if name != "cst_nano":
-        used = int(result["detail"].split("token grid ")[1].split()[0])
-        reaching = [i for i in range(len(grids)) if not zero[i]]
-        fine = [i for i in reaching if min(grids[i].shape[-2:]) >= 14]  # 14 tokens a side or more
-        if fine:  # the deepest of those
-            assert used == max(fine), (used, [tuple(g.shape) for g in grids])
-        else:  # else the widest grid reaching the score
-            assert grids[used].shape[-2:].numel() == max(grids[i].shape[-2:].numel() for i in reaching)
-        cam, _ = gradcam(model, x, result["class_index"], "gradcam")  # the other form runs too
-        assert torch.isfinite(cam).all() and cam.shape == grids[used].shape[-3:]
+    used = int(result["detail"].split("token grid ")[1].split()[0])
+    reaching = [i for i in range(len(grids)) if not zero[i]]
+    fine = [i for i in reaching if min(grids[i].shape[-2:]) >= 14]  # 14 tokens a side or more
+    if fine:  # the deepest of those
+        assert used == max(fine), (used, [tuple(g.shape) for g in grids])
+    else:  # else the widest grid reaching the score
+        assert grids[used].shape[-2:].numel() == max(grids[i].shape[-2:].numel() for i in reaching)
+    cam, _ = gradcam(model, x, result["class_index"], "gradcam")  # the other form runs too
+    assert torch.isfinite(cam).all() and cam.shape == grids[used].shape[-3:]
+
+
+def test_cst_head_reading_class_tokens_alone_leaves_the_temporal_blocks_patches_out_and_explains_by_rollout():
+    """With ``global_pool="cls"`` (the paper variants' reading) the TTBs at the patch positions and the last
+    STB's patch outputs never reach the score (gradient exactly 0): nothing mixes patches back into the class
+    tokens after the last STB. Rollout (auto) starts from the class tokens; with ``"cls_moments"`` every
+    grid reaches the score and rollout is refused."""
+    torch.manual_seed(0)
+    model = create_model("cst_nano", num_classes=3, num_frames=4, img_size=64, global_pool="cls").eval()
+    x = torch.randn(1, 3, 4, 64, 64)
+    assert explain_clip(model, x)["method"] == "rollout"
+    features, grids = model.forward_intermediates(x)
+    grads = torch.autograd.grad(model.forward_head(features)[0, 1], grids, allow_unused=True)
+    zero = [g is None or not g.abs().amax() > 0 for g in grads]
+    assert zero == [i >= len(model.spatial_blocks) - 1 for i in range(len(grids))]
+    nano = create_model("cst_nano", num_classes=3, num_frames=4, img_size=64).eval()
+    with pytest.raises(ValueError, match="global_pool='cls_moments'"):
+        explain_clip(nano, x, method="rollout")
 
 
 def _naive_rollout(maps, grads, T: int, N: int, n_spatial: int) -> torch.Tensor:
@@ -385,7 +400,8 @@ def _naive_rollout(maps, grads, T: int, N: int, n_spatial: int) -> torch.Tensor:
 def test_cst_rollout_equals_the_naive_rule_and_record_attention_leaves_outputs_unchanged():
     torch.manual_seed(0)
     # 16 px patches of single frames (the paper's embedding; the rule does not depend on it): 3 token frames
-    model = create_model("cst_nano", num_classes=3, num_frames=3, img_size=32, patch_size=16, tubelet_size=1).eval()
+    model = create_model("cst_nano", num_classes=3, num_frames=3, img_size=32, patch_size=16, tubelet_size=1,
+                         global_pool="cls").eval()  # fmt: skip
     x = torch.randn(1, 3, 3, 32, 32)
     with torch.no_grad():
         plain = model(x)
@@ -466,7 +482,8 @@ BAD = [
     ("explain-unknown-class", lambda w: ["explain", w["video"], "--checkpoint", w["ckpt"], "--output",
                                          str(w["dir"] / "new"), "--class", "jump"], "'jump' is not a class"),
     ("explain-rollout-on-pst", lambda w: ["explain", w["video"], "--checkpoint", w["ckpt"], "--output",
-                                          str(w["dir"] / "new"), "--method", "rollout"], "CSTransformer only"),
+                                          str(w["dir"] / "new"), "--method", "rollout"],
+     "rollout applies to a CSTransformer whose head reads its class tokens alone"),
     ("features-existing", lambda w: ["features", w["video"], "--checkpoint", w["ckpt"], "--output",
                                      str(w["dir"] / "existing.npy")], "exists; pass --overwrite"),
     ("features-suffix", lambda w: ["features", w["video"], "--checkpoint", w["ckpt"], "--output",

@@ -3,14 +3,14 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "bf0e2a6f02798cba"
+FINGERPRINT = "1b71451ab4280835"
 
 ROWS_JSON = r"""
 [
  {
   "name": "cst_nano",
   "input": "16x64",
-  "params_m": 2.393,
+  "params_m": 2.624,
   "paper_params_m": null,
   "params_delta_pct": null,
   "params_scope": "with 400-class head",

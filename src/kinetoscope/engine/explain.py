@@ -5,7 +5,8 @@ Two kinds of method, chosen per family (``method="auto"``):
 * **Attention rollout** (CSTransformer). Rollout composes the attention maps of a stack of blocks in
   which every token keeps its place, from the class tokens the head reads back to the patches. CST is
   the one family built that way: its spatial blocks attend over a frame's class token and patches, its
-  temporal blocks over the frames at one position, and the head reads the frames' class tokens. We use the
+  temporal blocks over the frames at one position, and the head reads the frames' class tokens (with
+  ``global_pool="cls"``; ``cst_nano``'s head reads the patch tokens too and gets Grad-CAM). We use the
   class-specific form of Chefer, Gur and Wolf ("Generic Attention-model Explainability", ICCV 2021):
   ``R <- R + mean_heads((dA ⊙ A)^+) R`` per block, ``A`` the block's attention probabilities (with CSSA's
   mixed-in logits, as the model computed them) and ``dA`` the gradient of the class score; the heatmap
@@ -72,9 +73,11 @@ DISPLAY_SIDE = 192  # frames smaller than this are enlarged for the PNGs and the
 
 
 def supports_rollout(model: nn.Module) -> bool:
+    """CSTransformer whose head reads the class tokens alone (``global_pool="cls"``): rollout starts from
+    the tokens the head reads, and with ``"cls_moments"`` it reads the patch tokens as well."""
     from ..models.cstransformer import CSTransformer
 
-    return isinstance(model, CSTransformer)
+    return isinstance(model, CSTransformer) and model.global_pool == "cls"
 
 
 def gradcam(model: nn.Module, clip: Tensor, class_index: int, form: str = "hirescam") -> tuple[Tensor, str]:
@@ -132,9 +135,9 @@ def explain_clip(model: nn.Module, clip: Tensor, class_index: int | None = None,
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "rollout" and not supports_rollout(model):
-        raise ValueError(
-            f"attention rollout applies to CSTransformer only, not {type(model).__name__}; use hirescam or gradcam"
-        )
+        what = f"{type(model).__name__} with global_pool={getattr(model, 'global_pool', None)!r}"
+        raise ValueError(f"attention rollout applies to a CSTransformer whose head reads its class tokens alone "
+                         f"(global_pool='cls'), not {what}; use hirescam or gradcam")  # fmt: skip
     model.eval()
     with torch.no_grad():
         probs = model(clip).float().softmax(-1)[0]

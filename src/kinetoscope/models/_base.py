@@ -38,8 +38,9 @@ The contract (the tests run it over ``list_models()``), for clips ``x`` of shape
     (Grad-CAM). Where the head reads class tokens (DeiT-TPS, STAT, SCT) the last block's patch tokens no
     longer reach the logits (their gradient is 0): Grad-CAM uses the grid before it, ``grids[-2]``, the
     input of the last block (as pytorch-grad-cam uses a ViT's last ``norm1``). In CSTransformer the
-    temporal blocks keep the token positions apart, so the last grid that reaches its class tokens is
-    the input of the last spatial block, ``grids[spatial_depth - 2]``.
+    temporal blocks keep the token positions apart, so with ``global_pool="cls"`` the last grid that
+    reaches its class tokens is the input of the last spatial block, ``grids[spatial_depth - 2]``; with
+    ``"cls_moments"`` (``cst_nano``) the head reads the patch tokens too and every grid reaches it.
 
 ``group_matcher(coarse=False)``
     timm's layer grouping (stem, then blocks in order), so ``timm.optim.param_groups_layer_decay``
@@ -93,6 +94,10 @@ def moment_pool(x: Tensor) -> Tensor:
     return torch.cat([grid.mean(dim=(1, 2)), by_col, by_row], dim=-1)
 
 
+# how many times the features' width the pooled vector is, per ``global_pool`` (1 where not listed)
+POOLED_WIDTH = {"moments": 3, "cls_moments": 4}
+
+
 def check_grid_pool(kind: str) -> str:
     """The pooling of a family whose features are a ``(B, T, H, W, C)`` grid: ``"avg"`` or ``"moments"``."""
     if kind not in ("avg", "moments"):
@@ -143,8 +148,9 @@ class VideoModel(nn.Module):
     norm: nn.Module
     in_chans: int = 3
     variant: str | None = None  # the registered name, set by create_model (None for a model built directly)
-    # average over all token axes / over the frames' class tokens / first moments of a grid (moment_pool)
-    global_pool: Literal["avg", "cls", "moments"] = "avg"
+    # average over all token axes / over the frames' class tokens / first moments of a grid (moment_pool) /
+    # class tokens and the first moments of the patch tokens (a family whose features put class tokens first)
+    global_pool: Literal["avg", "cls", "moments", "cls_moments"] = "avg"
     intermediate_norm: Literal["last", "all", "none"] = "none"  # which grids ``norm=True`` sends through norm
     no_weight_decay_names: tuple[str, ...] = ()
 
@@ -227,8 +233,8 @@ class VideoModel(nn.Module):
     def init_head(self, num_features: int, num_classes: int, drop_rate: float = 0.0) -> None:
         """The classifier every family ends with: dropout, then ``Linear(num_features, num_classes)``
         (``num_classes=0``: none; ``forward`` returns the pooled features). ``num_features`` is the
-        width of the features; moment pooling hands the head three times as many."""
-        num_features *= 3 if self.global_pool == "moments" else 1
+        width of the features; moment pooling hands the head ``POOLED_WIDTH`` times as many."""
+        num_features *= POOLED_WIDTH.get(self.global_pool, 1)
         self.num_features, self.num_classes = num_features, num_classes
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(num_features, num_classes) if num_classes > 0 else nn.Identity()
