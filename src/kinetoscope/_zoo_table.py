@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "1b71451ab4280835"
+FINGERPRINT = "664d1aa857302911"
 
 ROWS_JSON = r"""
 [
