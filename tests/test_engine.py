@@ -570,7 +570,7 @@ def test_train_short_side_scales_with_the_crop_and_leaves_validation_alone(
     (dict(short_side=None, spatial="multiscale"), "spatial='multiscale' draws its own crop scales"),
     (dict(short_side=None), None),
 ])  # fmt: skip
-def test_train_short_side_says_why_it_is_not_used(tmp_path, kw, reason):
+def test_train_short_side_says_why_it_is_not_used(kw, reason):
     """A recipe's train_short_side that a user's flag overrides is named in the run's output, not dropped
     silently (the run goes on: a recipe key must not block a flag)."""
     from kinetoscope.engine.train import train_short_side_ignored

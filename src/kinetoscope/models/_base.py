@@ -149,7 +149,8 @@ class VideoModel(nn.Module):
     in_chans: int = 3
     variant: str | None = None  # the registered name, set by create_model (None for a model built directly)
     # average over all token axes / over the frames' class tokens / first moments of a grid (moment_pool) /
-    # class tokens and the first moments of the patch tokens (a family whose features put class tokens first)
+    # class tokens and the first moments of the patch tokens ("cls_moments": pool does not know the patch grid
+    # of class-token-first features, so the family implements it, CSTransformer.pool; init_head sizes it)
     global_pool: Literal["avg", "cls", "moments", "cls_moments"] = "avg"
     intermediate_norm: Literal["last", "all", "none"] = "none"  # which grids ``norm=True`` sends through norm
     no_weight_decay_names: tuple[str, ...] = ()
