@@ -25,6 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from kinetoscope import create_model
+from kinetoscope._files import replace_between_markers
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from peers import FLAGSHIPS  # noqa: E402
@@ -77,7 +78,6 @@ def profile_model(name: str, frames: int, size: int, dtype: str, repeats: int) -
 
 def tables(results: list[dict], cmd: str, threads: int, repeats: int) -> list[str]:
     lines = [
-        START,
         "",
         f"`{cmd}`; {platform.processor() or platform.machine()}, {threads} threads, torch {torch.__version__}; "
         f"batch 1, inference mode, {repeats} profiled forward(s) after a warm-up. Self CPU time per forward "
@@ -102,17 +102,16 @@ def tables(results: list[dict], cmd: str, threads: int, repeats: int) -> list[st
             *[f"| `{op}` | {kind(op)} | {ms:.1f} | {ms / r['total_ms']:.1%} | {calls} |" for op, ms, calls in r["top"]],
             "",
         ]
-    return [*lines, END]
+    return lines  # the block between START and END
 
 
 def write_between_markers(path: Path, generated: list[str]) -> None:
     """Replace the generated block of ``path`` (or create the file with it), keeping the hand-written text."""
     text = path.read_text() if path.exists() else f"# Profiles of the flagships\n\n{START}\n{END}\n"
-    if START not in text or END not in text:
-        raise ValueError(f"{path} lacks the markers {START} ... {END}")
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1]
-    path.write_text(head + "\n".join(generated) + tail)
+    try:
+        path.write_text(replace_between_markers(text, "\n".join(generated), START, END))
+    except ValueError:
+        raise ValueError(f"{path} lacks the markers {START} ... {END}") from None
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kinetoscope._files import replace_between_markers
 from kinetoscope.data.synthetic import PAIRS
 
 # nano -> (what the ablation switches off, the model_kwargs that do it)
@@ -139,12 +140,7 @@ def summary_table(results: dict[tuple[str, str], dict]) -> str:
 
 def splice(doc: str, generated: str, markers: tuple[str, str] = (BEGIN, END)) -> str:
     """Replace what lies between the markers of ``doc`` (append the block when they are missing)."""
-    begin, end = markers
-    block = f"{begin}\n{generated.strip()}\n{end}"
-    if begin in doc and end in doc:
-        head, rest = doc.split(begin, 1)
-        return head + block + rest.split(end, 1)[1]
-    return doc.rstrip() + "\n\n" + block + "\n"
+    return replace_between_markers(doc, generated.strip(), *markers, append_missing=True)
 
 
 # ------------------------------------------------------------------------------------- data and runs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from kinetoscope._files import replace_between_markers
 from kinetoscope.profiling import format_zoo_table, write_zoo_table, zoo_rows
 
 BEGIN, END = "<!-- zoo:begin -->", "<!-- zoo:end -->"
@@ -26,9 +27,7 @@ def zoo_markdown(rows: list[dict] | None = None) -> str:
 
 
 def render(readme: str, rows: list[dict] | None = None) -> str:
-    head, rest = readme.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{zoo_markdown(rows)}\n{END}{tail}"
+    return replace_between_markers(readme, zoo_markdown(rows), BEGIN, END)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from kinetoscope._files import replace_between_markers
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -87,9 +89,9 @@ def test_markdown_has_a_row_per_model_and_the_training_ratio():
 
 def test_profiles_rewrite_only_the_generated_block(tmp_path):
     path = tmp_path / "profiles.md"
-    profiles.write_between_markers(path, [profiles.START, "first", profiles.END])
+    profiles.write_between_markers(path, ["first"])
     path.write_text(path.read_text().replace("# Profiles", "# Profiles\n\nhand-written reading"))
-    profiles.write_between_markers(path, [profiles.START, "second", profiles.END])
+    profiles.write_between_markers(path, ["second"])
     text = path.read_text()
     assert "hand-written reading" in text and "second" in text and "first" not in text
     assert profiles.kind("aten::addmm") == "GEMM" and profiles.kind("aten::copy_") == "copies"
@@ -166,3 +168,15 @@ def test_summary_table_has_every_family_and_marks_missing_runs():
     assert len(lines) == 2 + len(temporal.MODELS)
     assert lines[2] == "| pst_nano | 97.5 | 100/80 | 48.8 | not run | 14.1 |"
     assert lines[3] == "| dualformer_nano | not run |  | not run | not run |  |"
+
+
+def test_replace_between_markers_keeps_the_prose_and_names_missing_markers():
+    text = "# Doc\nintro\n<!-- a -->\nold\nrows\n<!-- b -->\noutro\n"
+    assert replace_between_markers(text, "new", "<!-- a -->", "<!-- b -->") == (
+        "# Doc\nintro\n<!-- a -->\nnew\n<!-- b -->\noutro\n"
+    )
+    with pytest.raises(ValueError, match="lacks the markers <!-- a -->"):
+        replace_between_markers("# Doc\n<!-- b -->\n<!-- a -->\n", "new", "<!-- a -->", "<!-- b -->")  # end first
+    assert replace_between_markers("# Doc\n", "new", "<!-- a -->", "<!-- b -->", append_missing=True) == (
+        "# Doc\n\n<!-- a -->\nnew\n<!-- b -->\n"
+    )

@@ -51,6 +51,21 @@ def test_pst_fused_layout_equals_reference_path(reference_layout, kwargs, frames
         torch.testing.assert_close(grad, ref_grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_window_layout_is_built_once_per_geometry(monkeypatch):
+    """A geometry's two gathers come from one window_layout_index call, kept; the next forward builds none."""
+    from kinetoscope.models import pst
+
+    calls = []
+    monkeypatch.setattr(pst, "window_layout_index", lambda *a: calls.append(a) or window_layout_index(*a))
+    model = create_model("pst_t", num_frames=4, img_size=64, **SMALL_PST).eval()
+    attentions = [m for m in model.modules() if isinstance(m, ShiftWindowAttention)]
+    with torch.no_grad():
+        model(torch.randn(1, 3, 4, 64, 64))
+        assert len(calls) == len(attentions)  # one geometry per attention layer at this size
+        model(torch.randn(1, 3, 4, 64, 64))
+    assert len(calls) == len(attentions)
+
+
 def test_window_layout_index_against_a_loop():
     D, Hp, Wp, wh, ww, sh, sw, crop = 3, 6, 4, 3, 2, 1, 1, (5, 4)
     offsets = torch.tensor([0, 1, -1, 2, 0, 1])  # pattern ((0, 1), (-1, 2), (0, 1)) tiled over the 3x2 window

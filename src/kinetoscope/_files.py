@@ -56,3 +56,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     with atomic_write(path, "w") as f:
         f.write(text)
     return Path(path)
+
+
+def replace_between_markers(text: str, generated: str, begin: str, end: str, append_missing: bool = False) -> str:
+    """``text`` with what lies between its ``begin`` and ``end`` markers replaced by ``generated`` (the markers
+    kept, each on its own line): how the README and the benchmark docs keep their hand-written prose around
+    generated tables. Missing markers raise ``ValueError``, or with ``append_missing`` the marked block is
+    appended."""
+    block = f"{begin}\n{generated}\n{end}"
+    if begin in text and end in text.split(begin, 1)[1]:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    if append_missing:
+        return text.rstrip() + "\n\n" + block + "\n"
+    raise ValueError(f"the text lacks the markers {begin} ... {end}")

@@ -297,14 +297,13 @@ class ShiftWindowAttention(Attention):
         back = patch and self.temporal_shift.shift_back
         key = f"{D}x{Hp}x{Wp}_{H}x{W}_{wh}x{ww}_{shift[1]}x{shift[2]}_{'p' if patch else ''}{'b' if back else ''}"
         pattern = self.temporal_shift.pattern if patch else None
-        index_in, index_out = (
-            geometry_buffer(
-                self, f"layout_{way}_{key}",
-                lambda way=way: window_layout_index((D, Hp, Wp), (H, W), (wh, ww), shift[1:], pattern, back)[way],
-                x.device,
-            )
-            for way in (0, 1)
+        # both gathers in one buffer (built once per geometry): D*Hp*Wp rows in, then D*H*W rows out
+        layout = geometry_buffer(
+            self, f"layout_{key}",
+            lambda: torch.cat(window_layout_index((D, Hp, Wp), (H, W), (wh, ww), shift[1:], pattern, back)),
+            x.device,
         )  # fmt: skip
+        index_in, index_out = layout[: D * Hp * Wp], layout[D * Hp * Wp :]
         rows = x.flatten(1, 3).index_select(1, index_in).view(B * D * nW, wh * ww, C)  # rolled, shifted windows
         if self.temporal_shift is not None and not patch:  # channel shift: no rows move, so the wrapper runs it
             rows = self.temporal_shift(
