@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench zoo clean
+.PHONY: venv demo test lint bench zoo pictures clean
 
 venv: $(STAMP)
 
@@ -29,6 +29,9 @@ bench: venv
 
 zoo: venv
 	$(BIN)/python scripts/update_readme_zoo.py
+
+pictures: venv
+	$(BIN)/python scripts/make_deploy_pictures.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache
