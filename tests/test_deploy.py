@@ -401,7 +401,7 @@ def test_cst_rollout_equals_the_naive_rule_and_record_attention_leaves_outputs_u
     torch.manual_seed(0)
     # 16 px patches of single frames (the paper's embedding; the rule does not depend on it): 3 token frames
     model = create_model("cst_nano", num_classes=3, num_frames=3, img_size=32, patch_size=16, tubelet_size=1,
-                         global_pool="cls").eval()  # fmt: skip
+                         global_pool="cls", stem=None).eval()  # fmt: skip
     x = torch.randn(1, 3, 3, 32, 32)
     with torch.no_grad():
         plain = model(x)

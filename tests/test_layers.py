@@ -195,6 +195,26 @@ def test_patch_embed_pads_or_names_valid_sizes():
         strict(torch.randn(1, 3, 5, 32, 32))
 
 
+STEM = ((16, 3, (2, 2, 2)), (32, 3, (1, 2, 2)), (8, 3, (1, 2, 2)))  # cst_nano's, at 8 channels
+
+
+def test_conv_stem_gives_the_tubelet_grid_and_sees_past_its_tubelet():
+    linear, stem = PatchEmbed3d((2, 8, 8), 3, 8, pad=False), PatchEmbed3d((2, 8, 8), 3, 8, pad=False, convs=STEM)
+    x = torch.randn(1, 3, 8, 32, 32)
+    assert stem(x).shape == linear(x).shape == (1, 8, 4, 4, 4)
+    # a pixel one row above token (0, 1, 1)'s tubelet (rows and columns 8-15): only the stem's token sees it
+    y = x.clone()
+    y[0, :, 0, 7, 10] += 1.0
+    with torch.no_grad():
+        stem.eval()
+        assert torch.equal(linear(y)[..., 0, 1, 1], linear(x)[..., 0, 1, 1])
+        assert not torch.allclose(stem(y)[..., 0, 1, 1], stem(x)[..., 0, 1, 1])
+    with pytest.raises(ValueError, match=r"strides multiply to \(2, 4, 4\).*patch \(2, 8, 8\)"):
+        PatchEmbed3d((2, 8, 8), 3, 8, convs=STEM[:2] + ((8, 3, 1),))
+    with pytest.raises(ValueError, match="ends at 32 channels"):
+        PatchEmbed3d((2, 8, 8), 3, 8, convs=STEM[:2] + ((32, 3, (1, 2, 2)),))
+
+
 @pytest.mark.parametrize(
     "shape, dtype, match",
     [

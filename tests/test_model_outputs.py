@@ -76,11 +76,16 @@ CASES = [
     ("dualformer", "dualformer_nano", dict(num_frames=8, **_DUALFORMER_PINNED), (8, 64)),
     ("dualformer_padded", "dualformer_nano", dict(num_frames=8, **_DUALFORMER_PINNED), (10, 60)),
     ("stat", "stat_nano", dict(num_frames=8, global_embed="cls_token", l_ta=1), (8, 64)),  # the nano before issue 15
-    # sct and cst: the nanos' architecture before issue 15 gave them tubelets (and CST 8 px patches and a head
-    # that reads the patch tokens' moments, SCT a wider and deeper clip encoder)
+    # sct and cst: the nanos' architecture before issue 15 gave them tubelets (and CST 8 px patches, a conv stem
+    # and a head that reads the patch tokens' moments, SCT a wider and deeper clip encoder)
     ("sct", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1), (8, 64)),
     ("sct_padded", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1), (5, 45)),
-    ("cst", "cst_nano", dict(num_frames=4, img_size=32, patch_size=16, tubelet_size=1, global_pool="cls"), (4, 32)),
+    (
+        "cst",
+        "cst_nano",
+        dict(num_frames=4, img_size=32, patch_size=16, tubelet_size=1, global_pool="cls", stem=None),
+        (4, 32),
+    ),
 ]
 
 # fmt: off
@@ -126,7 +131,7 @@ def state_dict_digest(name: str) -> str:
 
 # fmt: off
 STATE_DICT_DIGESTS = {
-    "cst_nano": "22400c7efa347e30",  # issue 15: 8 px patches of 2-frame tubelets; head on class tokens + patch moments
+    "cst_nano": "ca64ae89667de2a9",  # issue 15: 8 px patches of 2-frame tubelets from a conv stem; moments head
     "cst_v1": "f7267f22b298c8da",
     "cst_v2": "effcacd7d64a0b62",
     "cst_v2_baseline": "f7a779efeb98f966",

@@ -241,15 +241,15 @@ def test_resampled_weights_compute_what_the_model_computes_at_run_time(name, bui
     ("name", "kwargs"),
     [
         ("pst_nano", {}),
-        ("cst_nano", {}),
+        ("cst_nano", dict(stem=None)),  # tubelets' linear embedding (the registered conv stem pads, below)
         ("deit_s_tps", dict(embed_dim=32, depth=2, num_heads=2)),
     ],
 )
 def test_a_clip_of_identical_frames_gives_the_image_models_features_where_exact(name, kwargs):
     """PST (temporal window 1), CST and DeiT-TPS reduce to their image model on identical frames: the
     temporal patch embedding sums two identical frames, shifts move identical patches, temporal attention
-    averages identical tokens. (SCT: its frame encoder, tested above; DualFormer and STAT pad their 3D
-    convs with zeros at the clip's ends, so theirs is not exact.)"""
+    averages identical tokens. (SCT: its frame encoder, tested above; DualFormer, STAT and cst_nano's conv
+    stem pad their 3D convs with zeros at the clip's ends, so theirs is not exact.)"""
     size = 32 if name == "deit_s_tps" else 64
     with torch.device("meta"):
         fpi = create_model(name, num_classes=5, img_size=size, **kwargs).frames_per_image

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -71,12 +72,30 @@ def check_divisible(sizes: Sequence[int], patch_size: Sequence[int]) -> None:
             )
 
 
+def conv_stem(in_chans: int, layers: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> nn.Sequential:
+    """Plain 3D convolutions ``(out_channels, kernel, stride)``, padded by half the kernel: conv-BN-ReLU, the
+    last a conv with bias (STAT's token-embedding block; ``cst_nano``'s stem)."""
+    mods: list[nn.Module] = []
+    c = in_chans
+    for i, (c_out, kernel, stride) in enumerate(layers):
+        last = i == len(layers) - 1
+        pad = tuple(k // 2 for k in kernel)
+        mods.append(nn.Conv3d(c, c_out, tuple(kernel), tuple(stride), pad, bias=last))
+        if not last:
+            mods += [nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+        c = c_out
+    return nn.Sequential(*mods)
+
+
 class PatchEmbed3d(nn.Module):
     """Non-overlapping tubelets -> tokens: ``(B, C, T, H, W) -> (B, D, T', H', W')``.
 
     A Conv3d with kernel = stride = ``patch_size``, optionally followed by a LayerNorm over channels.
     Inputs that the patch does not divide are zero-padded at the end (as Swin does) when
-    ``pad=True``; otherwise a ``ValueError`` names the sizes that work.
+    ``pad=True``; otherwise a ``ValueError`` names the sizes that work. ``convs`` (``(out_channels, kernel,
+    stride)`` per layer, :func:`conv_stem`) replaces the one conv by a stem of overlapping convolutions whose
+    strides multiply to ``patch_size`` and whose last layer gives ``embed_dim`` channels: the same token
+    grid, each token seeing beyond its tubelet.
     """
 
     def __init__(
@@ -87,12 +106,22 @@ class PatchEmbed3d(nn.Module):
         norm: bool = False,
         pad: bool = True,
         bias: bool = True,
+        convs: Sequence[tuple[int, Sequence[int], Sequence[int]]] | None = None,
     ) -> None:
         super().__init__()
         self.patch_size = to_3tuple(patch_size)
         self.in_chans = in_chans
         self.pad = pad
-        self.proj = nn.Conv3d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)
+        if convs is None:
+            self.proj = nn.Conv3d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)
+        else:
+            strides = tuple(math.prod(to_3tuple(s)[i] for _, _, s in convs) for i in range(3))  # no tensors: meta-safe
+            if not convs or strides != self.patch_size or convs[-1][0] != embed_dim:
+                raise ValueError(
+                    f"the stem's strides multiply to {strides} and it ends at {convs[-1][0] if convs else None} "
+                    f"channels; the patch {self.patch_size} and embed_dim {embed_dim} need them to match"
+                )
+            self.proj = conv_stem(in_chans, [(c, to_3tuple(k), to_3tuple(s)) for c, k, s in convs])
         self.norm = nn.LayerNorm(embed_dim) if norm else None
 
     def forward(self, x: Tensor) -> Tensor:

@@ -84,6 +84,19 @@ Choices where the paper is silent (no official code exists):
   chance). A tubelet's linear embedding sees a frame difference at its first layer, as STAT's 3D-conv
   stem does; the cross-stage attention, FAM and ``P_t`` then act on features that already move. The
   CLI row is in docs/benchmarks/temporal_truth.md.
+* ``stem`` (not in the paper; default None, the linear embedding): 3D convolutions in place of the
+  tubelet's one linear map, with the same strides in total, so the token grid and everything after it
+  are unchanged. ``cst_nano`` uses STAT's three-conv stem (conv-BN-ReLU, 3x3x3 kernels, strides
+  ``(2,2,2), (1,2,2), (1,2,2)``, 16 and 32 channels, then ``embed_dim``;
+  :func:`~kinetoscope.layers.conv_stem`). With tubelets alone the nano learned every pair but the turn
+  about the centre (cw/ccw near chance), and on the turn pair alone (80 videos, 300 steps) its training
+  loss stayed at ln 2 with any embedding, grid, depth split, block order or head we tried
+  (docs/benchmarks/temporal_truth.md): the TTBs compare a place only with the same place in other
+  frames and nothing mixes places after the last STB, so a motion that depends on *where* it is (a
+  turn moves nothing on average) must already be in the tokens. The stem's tokens see neighbouring
+  places in three frames (each conv reaches one step further): on the turn pair alone it fits
+  (loss 0.01 / 0.03, 100 % on seeds 0 / 1), and on the eight classes (15 epochs, lr 5e-4, batch 4)
+  95.0 / 92.5 % against 90.0 / 87.5 % for the tubelets alone (cw/ccw 70/90 and 60/80).
 * TTBs start from trunc-normal weights (the paper says only that ViT-B is the pre-trained base; its
   TTB MLP has another shape than ViT's). ``load_pretrained_2d`` fills the STBs with ViT blocks
   ``0..n_stb-1``, the patch embedding, class token, ``pos_embed`` and the final norm (as the head
@@ -101,6 +114,7 @@ GFLOPs are held to the paper's within 5 % (our FLOP convention reading, 2 x MAC,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Literal
 
@@ -235,6 +249,9 @@ class CSTransformer(VideoModel):
         global_pool: what the head reads of ``Y``: ``"cls"`` (default) the frames' class tokens, or
             ``"cls_moments"`` those and the first moments of the patch tokens (module docstring).
         tubelet_size: frames per patch (1, the paper's: 2D patches; ``cst_nano``: 2; module docstring).
+        stem: conv layers ``(out_channels, kernel, stride)`` in place of the linear patch embedding (None, the
+            paper's); their strides multiply to ``(tubelet_size, patch_size, patch_size)`` and the last gives
+            ``embed_dim`` channels, so the token grid is the same (``cst_nano``; module docstring).
     """
 
     no_weight_decay_names = ("cls_token", "pos_embed", "time_embed")
@@ -269,6 +286,7 @@ class CSTransformer(VideoModel):
         drop_path_rate: float = 0.1,
         head_drop_rate: float = 0.0,
         global_pool: Literal["cls", "cls_moments"] = "cls",
+        stem: Sequence[tuple[int, int | Sequence[int], int | Sequence[int]]] | None = None,
     ) -> None:
         super().__init__()
         if global_pool not in ("cls", "cls_moments"):
@@ -286,7 +304,8 @@ class CSTransformer(VideoModel):
         self.cross_stage, self.aggregate = cross_stage, aggregate
         self.tubelet_size = tubelet_size
         check_divisible((num_frames,), (tubelet_size,))  # the frames it is built for must make whole tubelets
-        self.patch_embed = PatchEmbed3d((tubelet_size, patch_size, patch_size), in_chans, embed_dim, pad=False)
+        patch = (tubelet_size, patch_size, patch_size)
+        self.patch_embed = PatchEmbed3d(patch, in_chans, embed_dim, pad=False, convs=stem)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))  # V_cls, initialised as 0
         num_patches = self.grid[0] * self.grid[1]
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + num_patches, embed_dim)) if spatial_pos_embed else None
@@ -427,11 +446,12 @@ register_variants(
         Variant(_k400("cst_v2_baseline", gflops=339.6, top1=77.8, note=_BASELINE),
                 dict(spatial_depth=12, temporal_depth=6, cross_stage=False, aggregate=False)),
         # lr 5e-4 and batch 4 (1200 steps in 15 epochs): 85.0 % against 71.2 % at lr 1e-3 and batch 8 in
-        # the 15-epoch screens of docs/benchmarks/temporal_truth.md
+        # the 15-epoch screens of docs/benchmarks/temporal_truth.md; STAT's conv stem (module docstring, "stem")
         Variant(ModelConfig(name="cst_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
                             test_views="2x1", sampling="uniform:16", min_input=(4, 32),
                             recipe={**NANO_RECIPE, "lr": 5e-4, "batch_size": 4}),
                 dict(patch_size=8, tubelet_size=2, spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3,
-                     drop_path_rate=0.0, time_embed_std=0.5, global_pool="cls_moments")),
+                     drop_path_rate=0.0, time_embed_std=0.5, global_pool="cls_moments",
+                     stem=((16, 3, (2, 2, 2)), (32, 3, (1, 2, 2)), (192, 3, (1, 2, 2))))),
     ],
 )  # fmt: skip

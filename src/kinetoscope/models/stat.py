@@ -145,6 +145,7 @@ from ..layers import (
     PreNormBlock,
     attention,
     check_video_input,
+    conv_stem,
     drop_path_schedule,
     geometry_buffer,
     key_padding_bias,
@@ -388,20 +389,6 @@ class TemporalAggregation(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
-
-
-def conv_stem(in_chans: int, layers: Sequence[tuple[int, Sequence[int], Sequence[int]]]) -> nn.Sequential:
-    """Plain 3D convolutions ``(out_channels, kernel, stride)``: conv-BN-ReLU, the last a conv with bias."""
-    mods: list[nn.Module] = []
-    c = in_chans
-    for i, (c_out, kernel, stride) in enumerate(layers):
-        last = i == len(layers) - 1
-        pad = tuple(k // 2 for k in kernel)
-        mods.append(nn.Conv3d(c, c_out, tuple(kernel), tuple(stride), pad, bias=last))
-        if not last:
-            mods += [nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
-        c = c_out
-    return nn.Sequential(*mods)
 
 
 # Table 5: the token-embedding block with 1, 3 or 5 convolutions (channels, kernel, stride), and the
