@@ -43,10 +43,9 @@ def stale_parts(readme: str, rows: list[dict]) -> list[str]:
 if __name__ == "__main__":
     rows = counted_rows()
     text = README.read_text()
-    new = render(text, rows)
     if "--check" in sys.argv:
         stale = stale_parts(text, rows)
         print(f"stale: {', '.join(stale)}; run `make zoo`" if stale else "the zoo tables are current")
         sys.exit(1 if stale else 0)
-    README.write_text(new)
+    README.write_text(render(text, rows))
     print(f"updated {README} and {write_zoo_table(rows)}")

@@ -64,8 +64,8 @@ def replace_between_markers(text: str, generated: str, begin: str, end: str, app
     generated tables. Missing markers raise ``ValueError``, or with ``append_missing`` the marked block is
     appended."""
     block = f"{begin}\n{generated}\n{end}"
-    if begin in text and end in text.split(begin, 1)[1]:
-        head, rest = text.split(begin, 1)
+    head, found, rest = text.partition(begin)
+    if found and end in rest:
         return head + block + rest.split(end, 1)[1]
     if append_missing:
         return text.rstrip() + "\n\n" + block + "\n"

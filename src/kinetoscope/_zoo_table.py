@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "4ccf94f878f4d494"
+FINGERPRINT = "084d19e2a8d8dce7"
 
 ROWS_JSON = r"""
 [

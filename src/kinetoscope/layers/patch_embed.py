@@ -115,13 +115,14 @@ class PatchEmbed3d(nn.Module):
         if convs is None:
             self.proj = nn.Conv3d(in_chans, embed_dim, self.patch_size, self.patch_size, bias=bias)
         else:
-            strides = tuple(math.prod(to_3tuple(s)[i] for _, _, s in convs) for i in range(3))  # no tensors: meta-safe
-            if not convs or strides != self.patch_size or convs[-1][0] != embed_dim:
+            layers = [(c, to_3tuple(k), to_3tuple(s)) for c, k, s in convs]
+            strides = tuple(math.prod(s[i] for _, _, s in layers) for i in range(3))  # plain ints: meta-safe
+            if not layers or strides != self.patch_size or layers[-1][0] != embed_dim:
                 raise ValueError(
-                    f"the stem's strides multiply to {strides} and it ends at {convs[-1][0] if convs else None} "
+                    f"the stem's strides multiply to {strides} and it ends at {layers[-1][0] if layers else None} "
                     f"channels; the patch {self.patch_size} and embed_dim {embed_dim} need them to match"
                 )
-            self.proj = conv_stem(in_chans, [(c, to_3tuple(k), to_3tuple(s)) for c, k, s in convs])
+            self.proj = conv_stem(in_chans, layers)  # its last conv has a bias whatever ``bias`` says
         self.norm = nn.LayerNorm(embed_dim) if norm else None
 
     def forward(self, x: Tensor) -> Tensor:
