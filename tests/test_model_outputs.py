@@ -58,6 +58,7 @@ def seeded_clip(frames: int, size: int, seed: int = 1) -> torch.Tensor:
 # the backbones they pinned, built explicitly.
 _DUALFORMER_PINNED = dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), depths=(2, 2, 2, 2),
                           temporal_pool=(1, 1, 1), global_pool="avg")  # fmt: skip
+_SCT_PAPER = dict(stem=None, frame_feature="cls")  # Eq. 1's E, Eq. 8's frame [CLS]
 
 # (id, model name, constructor kwargs, input (frames, size))
 CASES = [
@@ -77,9 +78,10 @@ CASES = [
     ("dualformer_padded", "dualformer_nano", dict(num_frames=8, **_DUALFORMER_PINNED), (10, 60)),
     ("stat", "stat_nano", dict(num_frames=8, global_embed="cls_token", l_ta=1), (8, 64)),  # the nano before issue 15
     # sct and cst: the nanos' architecture before issue 15 gave them tubelets (and CST 8 px patches, a conv stem
-    # and a head that reads the patch tokens' moments, SCT a wider and deeper clip encoder)
-    ("sct", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1), (8, 64)),
-    ("sct_padded", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1), (5, 45)),
+    # and a head that reads the patch tokens' moments, SCT a wider and deeper clip encoder, a conv stem and the
+    # tokens' mean beside the frame [CLS])
+    ("sct", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, **_SCT_PAPER), (8, 64)),
+    ("sct_padded", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, **_SCT_PAPER), (5, 45)),
     (
         "cst",
         "cst_nano",
@@ -148,7 +150,7 @@ STATE_DICT_DIGESTS = {
     "pst_t_dagger": "6b98faa7605b5b11",
     "sct_l": "d0988fa6db67198f",
     "sct_m": "b8be598e2d83cac5",
-    "sct_nano": "4b8a6e1cbd882a8e",  # issue 15: 2-frame tubelets, clip encoder 192 wide and 2 deep
+    "sct_nano": "ddc07522cd3ad865",  # issue 15: 2-frame tubelets, clip encoder 192 wide and 2 deep, conv stem
     "sct_s": "d9795cfdfe541711",
     "stat_16": "11fbb8d183b9f2a9",
     "stat_32": "ea5b48acc683957a",

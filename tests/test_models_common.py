@@ -171,12 +171,14 @@ def test_forward_intermediates_contract(name):
         torch.testing.assert_close(patches.reshape(last.shape), last)
     # the gradient of a class score reaches the last grid the head still reads (Grad-CAM; module docstring
     # of models/_base.py): the last one (also where the head averages every token: stat_nano's avgpool
-    # global embedding, and cst_nano, whose head reads the patch tokens' moments), the one before it where the
-    # head reads class tokens, and for a CSTransformer reading class tokens alone (its temporal blocks keep
-    # positions apart) the input of the last spatial block
+    # global embedding, cst_nano, whose head reads the patch tokens' moments, and sct_nano, whose clip encoder
+    # reads the tokens' mean), the one before it where the head reads class tokens, and for a CSTransformer
+    # reading class tokens alone (its temporal blocks keep positions apart) the input of the last spatial block
     logits = model.forward_head(features)
     reach = [bool(torch.autograd.grad(logits[:, 0].sum(), g, retain_graph=True)[0].any()) for g in grids]
-    if features.dim() == 5 or model.global_pool == "cls_moments" or getattr(model, "global_embed", None) == "avgpool":
+    reads_tokens = getattr(model, "global_embed", None) == "avgpool"
+    reads_tokens |= getattr(model, "frame_feature", None) == "cls+tokens"
+    if features.dim() == 5 or model.global_pool == "cls_moments" or reads_tokens:
         last_reached = n - 1
     elif hasattr(model, "spatial_blocks"):
         last_reached = len(model.spatial_blocks) - 2

@@ -56,10 +56,13 @@ def images(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def image_run(images, tmp_path_factory):
-    """sct_nano trained on the image tree for one epoch (3 steps of 4 images), then validated."""
+    """sct_nano trained on the image tree for one epoch (3 steps of 4 images), then validated; with the paper's
+    linear embedding ``E``, whose inflation is exact (the nano's conv stem pads its 3D convs with zeros at the
+    clip's ends, as STAT's and DualFormer's do)."""
     out = tmp_path_factory.mktemp("image_run")
-    cfg = TrainConfig(model="sct_nano", train=str(images / "train"), val=str(images / "val"), size=32, epochs=1,
-                      batch_size=4, workers=0, output=str(out), seed=1)  # fmt: skip
+    cfg = TrainConfig(model="sct_nano", model_kwargs={"stem": None}, train=str(images / "train"),
+                      val=str(images / "val"), size=32, epochs=1, batch_size=4, workers=0, output=str(out),
+                      seed=1)  # fmt: skip
     return out, train(cfg)
 
 
@@ -183,7 +186,7 @@ def test_image_run_inflates_into_the_video_model_and_starts_a_video_run(image_ru
     assert cli_main(["convert", str(out / "best.pth"), str(inflated), "--model", "sct_nano", "--frames", "4",
                      "--size", "32"]) == 0  # fmt: skip
     assert "from a kinetoscope image run of sct_nano (2x32, 3 classes)" in capsys.readouterr().out
-    video = create_model("sct_nano", num_classes=3, num_frames=4, img_size=32)
+    video = create_model("sct_nano", num_classes=3, num_frames=4, img_size=32, stem=None)
     load_checkpoint(video, inflated)  # strict
     image, _, _, _ = load_trained(out / "best.pth")
     own, trained = video.state_dict(), image.state_dict()
@@ -205,7 +208,7 @@ def test_image_run_inflates_into_the_video_model_and_starts_a_video_run(image_ru
                                    size=40)  # fmt: skip
     args = ["train", "--model", "sct_nano", "--train", str(data["train"]), "--frames", "4", "--size", "32",
             "--epochs", "1", "--batch-size", "2", "--output", str(tmp_path / "video_run"),
-            "--set", "workers=0", f"pretrained={inflated}"]  # fmt: skip
+            "--set", "workers=0", f"pretrained={inflated}", "model_kwargs={stem: null}"]  # fmt: skip
     assert cli_main(args) == 0
     run = yaml.safe_load((tmp_path / "video_run/config.yaml").read_text())
     assert run["pretrained"] == str(inflated) and run["format"] == "auto"

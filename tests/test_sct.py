@@ -305,3 +305,41 @@ def test_init_qk_fan_in_draws_queries_and_keys_only():
     after = attn.qkv.weight.detach()
     assert abs(after[:128].std().item() - 64**-0.5) < 0.1 * 64**-0.5  # q and k rows at 1/sqrt(fan_in)
     torch.testing.assert_close(after[128:], before[128:])  # values untouched
+
+
+# ------------------------------------------------------------------------ nano knobs: motion stem, frame feature
+STEM = ((8, 3, (2, 2, 2)), (8, 3, 1), (16, 3, (1, 2, 2)))  # strides multiply to (tubelet 2, p 4, p 4)
+
+
+def test_motion_stem_keeps_the_token_grid_and_sees_beyond_its_tubelet():
+    torch.manual_seed(0)
+    linear, stem = _tiny(tubelet_size=2), _tiny(tubelet_size=2, stem=STEM)
+    x = torch.randn(1, 3, 4, 32, 32)
+    assert stem.embed_patches(x).shape == linear.embed_patches(x).shape == (2, 8, 8, 16)
+    y = x.clone()
+    y[0, :, 2, 3, 5] += 1.0  # a pixel of token frame 1 in tiny patch (0, 1); token frame 0 / patch (1, 1) lie beyond
+    with torch.no_grad():
+        ex, ey = linear.embed_patches(x), linear.embed_patches(y)
+        assert torch.equal(ex[0], ey[0]) and torch.equal(ex[1, 1, 1], ey[1, 1, 1])
+        ex, ey = stem.embed_patches(x), stem.embed_patches(y)
+        assert not torch.allclose(ex[0, 1, 1], ey[0, 1, 1])  # the stem's token sees the next tubelet's pixel
+    with torch.no_grad():
+        assert stem(torch.randn(1, 3, 6, 45, 37)).shape == (1, 5)  # sizes no patch divides are zero-padded
+    with pytest.raises(ValueError, match=r"strides multiply to \(2, 2, 2\).*patch \(2, 4, 4\)"):
+        _tiny(tubelet_size=2, stem=STEM[:2] + ((16, 3, 1),))
+    with pytest.raises(ValueError, match="ends at 8 channels"):
+        _tiny(tubelet_size=2, stem=STEM[:2] + ((8, 3, (1, 2, 2)),))
+
+
+def test_cls_plus_tokens_frame_feature_adds_the_tokens_mean_to_the_frame_cls():
+    torch.manual_seed(0)
+    cls_only, both = _tiny(), _tiny(frame_feature="cls+tokens")
+    both.load_state_dict(cls_only.state_dict())
+    features = torch.randn(2, 4, 1 + 3, 48)  # (B, T, 1 + h w, C): the [CLS] first
+    folded = features.clone()
+    folded[:, :, 0] = features[:, :, 0] + (features[:, :, 1] + features[:, :, 2] + features[:, :, 3]) / 3
+    with torch.no_grad():
+        torch.testing.assert_close(both.pool(features), cls_only.pool(folded))
+        assert not torch.allclose(both.pool(features), cls_only.pool(features))
+    with pytest.raises(ValueError, match="frame_feature"):
+        _tiny(frame_feature="tokens")

@@ -35,7 +35,8 @@ The contract (the tests run it over ``list_models()``), for clips ``x`` of shape
     timm's signature: the token grids after each stage (PST, DualFormer, STAT, SCT) or each block
     (DeiT-TPS, CSTransformer) as ``(B, C, T, H, W)`` (``output_fmt="NTHWC"``: channels last), class
     tokens left out. Each grid lies on the path to the features, so its gradient can be taken
-    (Grad-CAM). Where the head reads class tokens (DeiT-TPS, STAT, SCT) the last block's patch tokens no
+    (Grad-CAM). Where the head reads class tokens (DeiT-TPS, STAT, SCT; not ``sct_nano``, whose clip
+    encoder reads its tokens' mean too) the last block's patch tokens no
     longer reach the logits (their gradient is 0): Grad-CAM uses the grid before it, ``grids[-2]``, the
     input of the last block (as pytorch-grad-cam uses a ViT's last ``norm1``). In CSTransformer the
     temporal blocks keep the token positions apart, so with ``global_pool="cls"`` the last grid that
