@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "3968ef6c86f44075"
+FINGERPRINT = "0808fb999dce5387"
 
 ROWS_JSON = r"""
 [

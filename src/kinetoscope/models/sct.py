@@ -128,7 +128,9 @@ Choices where the paper is silent
   absolute position embedding on the patch grid 87.5 / 82.5 %, and with the [CLS] alone 45.0 %; its
   stem 24 and 48 wide 83.7 %; lr 6e-4 or batch 4 lower. Its training loss still ended at 0.2-0.7 with
   gradient norms of 5-20: clipped at norm 1 (``sct_nano``'s recipe, as ``dualformer_nano``'s) seed 1 went
-  from 80.0 to **97.5 %** (loss 0.14; lr 5e-4 with clipping 83.7 %).
+  from 80.0 to **97.5 %** (loss 0.14; lr 5e-4 with clipping 83.7 %). Over three seeds the registered nano
+  gives 85.0 / 97.5 / 87.5 % (seeds 0 / 1 / 2; batch 4 with clipping 85.0 / - / 87.5 %): SCT is still the
+  slowest of the five nanos to fit (loss 0.14-0.32 at the end) and seeds differ by 10 points.
 * **Head**: ``c = MLP(LN(b))`` with "dropout for the second last layer" is read as ViT's fine-tuning head,
   LayerNorm -> dropout -> linear.
 * **Clip encoder cost**: the appendix's "two fewer clip layers save 1.05 M / 2.04 G" cannot hold for a
