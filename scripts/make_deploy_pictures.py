@@ -1,6 +1,7 @@
 """Remake the pictures of the README's "Deploy and inspect" (docs/deploy/): a timeline and an explanation.
 
-Trains two pst_nano runs on synthetic `move_left` / `move_up` clips (the recipe of tests/test_deploy.py),
+Trains two pst_nano runs on synthetic `move_left` / `move_up` clips (tests/test_deploy.py trains on the same
+set with the same recipe, imported from here),
 draws new clips of the same generator, then runs `kinetoscope predict --window` and `kinetoscope explain`
 through the CLI and copies their pictures into docs/deploy/. About three minutes on one CPU thread:
 
@@ -34,20 +35,26 @@ def clip(label: str, seed: int, frames: int = FRAMES) -> np.ndarray:
     return render_clip(label, frames, SIZE, np.random.default_rng(seed))
 
 
-def train_run(work: Path, name: str) -> Path:
-    clips, frames, epochs = RUNS[name]
-    data = work / f"{name}_data"
-    data.mkdir(parents=True, exist_ok=True)
+def write_training_set(folder: Path, clips: int) -> Path:
+    """``clips`` videos ``0.mp4 ...`` alternating over ``CLASSES`` (clip ``k`` drawn with seed ``k``) and their
+    ``train.csv``; returns the csv."""
+    folder.mkdir(parents=True, exist_ok=True)
     rows = ["path,label"]
     for k in range(clips):
         label = CLASSES[k % 2]
-        write_video(data / f"{k}.mp4", clip(label, k), fps=FPS, crf=18)
+        write_video(folder / f"{k}.mp4", clip(label, k), fps=FPS, crf=18)
         rows.append(f"{k}.mp4,{label}")
-    (data / "train.csv").write_text("\n".join(rows) + "\n")
+    (folder / "train.csv").write_text("\n".join(rows) + "\n")
+    return folder / "train.csv"
+
+
+def train_run(work: Path, name: str) -> Path:
+    clips, frames, epochs = RUNS[name]
+    csv = write_training_set(work / f"{name}_data", clips)
     torch.manual_seed(0)
     out = work / f"{name}_run"
-    train(TrainConfig(model="pst_nano", train=str(data / "train.csv"), frames=frames, sampling=f"uniform:{frames}",
-                      epochs=epochs, output=str(out), overwrite=True, **RECIPE))  # fmt: skip
+    train(TrainConfig(model="pst_nano", train=str(csv), frames=frames, sampling=f"uniform:{frames}", epochs=epochs,
+                      output=str(out), overwrite=True, **RECIPE))  # fmt: skip
     return out / "last.pth"
 
 

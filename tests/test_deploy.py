@@ -5,6 +5,7 @@ two classes, a nano of two families trained for a minute each.
 """
 
 import csv
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -46,13 +47,18 @@ def write_clip(path: Path, label: str, seed: int, frames: int = 32, size: int = 
     return path
 
 
-# the two classes the fixture's nanos learn: both translations, so neither is told by a single frame, and
-# the quickest pair to learn of those measured (pst_nano: loss at chance until ~60 steps, then < 0.1)
-CLASSES = ["move_left", "move_up"]
+# the set and recipe scripts/make_deploy_pictures.py draws the README's explanation with: the two classes the
+# fixture's nanos learn are both translations, so neither is told by a single frame, and the quickest pair to
+# learn of those measured (pst_nano: loss at chance until ~60 steps, then < 0.1)
+_spec = importlib.util.spec_from_file_location(
+    "make_deploy_pictures", Path(__file__).resolve().parents[1] / "scripts" / "make_deploy_pictures.py"
+)
+PICTURES = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(PICTURES)
+CLASSES = PICTURES.CLASSES
 TRAINED = ("pst_nano", "dualformer_nano")
-RECIPE = dict(frames=4, size=64, short_side=64, sampling="uniform:4", views="1x1", flip=False, batch_size=8, lr=1e-3,
-              warmup_epochs=1, weight_decay=0.05, workers=0, eval_every=100, log_every=100)  # fmt: skip
-TRAIN_CLIPS, EPOCHS = 48, 14
+TRAIN_CLIPS, FRAMES, EPOCHS = PICTURES.RUNS["explain"]
+RECIPE = {**PICTURES.RECIPE, "frames": FRAMES, "sampling": f"uniform:{FRAMES}", "log_every": 100}
 
 
 @pytest.fixture(scope="module")
@@ -73,19 +79,13 @@ def trained(tmp_path_factory):
     with FileLock(str(d) + ".lock"):
         if (d / "done").exists():
             return runs
-        d.mkdir(exist_ok=True)
-        rows = ["path,label"]
-        for k in range(TRAIN_CLIPS):
-            label = CLASSES[k % 2]
-            write_clip(d / f"{k}.mp4", label, seed=k)
-            rows.append(f"{k}.mp4,{label}")
-        (d / "train.csv").write_text("\n".join(rows) + "\n")
+        train_csv = PICTURES.write_training_set(d, TRAIN_CLIPS)
         threads = torch.get_num_threads()  # conftest's one thread comes later: it is per test, this per module
         torch.set_num_threads(1)
         try:
             for name in TRAINED:
                 torch.manual_seed(0)
-                train(TrainConfig(model=name, train=str(d / "train.csv"), epochs=EPOCHS, output=str(d / name),
+                train(TrainConfig(model=name, train=str(train_csv), epochs=EPOCHS, output=str(d / name),
                                   overwrite=True, **RECIPE))  # fmt: skip
         finally:
             torch.set_num_threads(threads)
