@@ -78,10 +78,20 @@ CASES = [
     ("dualformer_padded", "dualformer_nano", dict(num_frames=8, **_DUALFORMER_PINNED), (10, 60)),
     ("stat", "stat_nano", dict(num_frames=8, global_embed="cls_token", l_ta=1), (8, 64)),  # the nano before issue 15
     # sct and cst: the nanos' architecture before issue 15 gave them tubelets (and CST 8 px patches, a conv stem
-    # and a head that reads the patch tokens' moments, SCT a wider and deeper clip encoder, a conv stem and the
-    # tokens' mean beside the frame [CLS])
-    ("sct", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, **_SCT_PAPER), (8, 64)),
-    ("sct_padded", "sct_nano", dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, **_SCT_PAPER), (5, 45)),
+    # and a head that reads the patch tokens' moments, SCT a wider and deeper clip encoder, a conv stem, the
+    # tokens' mean beside the frame [CLS] and the family's 4 hash rounds in place of 2)
+    (
+        "sct",
+        "sct_nano",
+        dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, n_hashes=2, **_SCT_PAPER),
+        (8, 64),
+    ),
+    (
+        "sct_padded",
+        "sct_nano",
+        dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, n_hashes=2, **_SCT_PAPER),
+        (5, 45),
+    ),
     (
         "cst",
         "cst_nano",

@@ -167,7 +167,10 @@ def _train(cfg: TrainConfig, info: DistInfo, stop: StopSignals) -> dict:
 
     train_ds, val_ds = build_datasets(cfg, out=out)
     if info.is_main and (why := train_short_side_ignored(cfg)):
-        print(f"note: train_short_side {cfg.train_short_side} not used: {why}", flush=True)
+        # a status line (stderr), so a run that then stops on bad input still prints only its one error line
+        print(
+            f"kinetoscope: note: train_short_side {cfg.train_short_side} not used: {why}", file=sys.stderr, flush=True
+        )
     if state is not None and state["classes"] != train_ds.classes:
         raise ValueError(f"cannot resume {out}: the classes of {cfg.train} are not those the checkpoint was trained "
                          f"on ({len(train_ds.classes)} vs {len(state['classes'])}); data differ")  # fmt: skip
