@@ -3,7 +3,7 @@
 Generated; do not edit. Used only while FINGERPRINT matches the model sources (kinetoscope.profiling.zoo_fingerprint).
 """
 
-FINGERPRINT = "7f1cb7be1ffbe565"
+FINGERPRINT = "310942ea2a13647e"
 
 ROWS_JSON = r"""
 [

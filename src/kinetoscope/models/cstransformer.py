@@ -136,7 +136,7 @@ from ..layers import (
     resample_2d,
 )
 from ._base import FeatureTaps, VideoModel, init_weights_trunc_normal, moment_pool
-from ._config import INCEPTION_MEAN, INCEPTION_STD, NANO_RECIPE, ModelConfig, PaperReference
+from ._config import INCEPTION_MEAN, INCEPTION_STD, NANO_RECIPE_FULL_FRAME, ModelConfig, PaperReference
 from ._registry import Variant, register_variants
 
 AlphaMode = Literal["scalar", "head"]
@@ -453,7 +453,7 @@ register_variants(
         # short side of 1-1.25x the crop (module docstring, "stem")
         Variant(ModelConfig(name="cst_nano", num_frames=16, img_size=64, mean=INCEPTION_MEAN, std=INCEPTION_STD,
                             test_views="2x1", sampling="uniform:16", min_input=(4, 32),
-                            recipe={**NANO_RECIPE, "lr": 5e-4, "batch_size": 4, "train_short_side": [1.0, 1.25]}),
+                            recipe={**NANO_RECIPE_FULL_FRAME, "lr": 5e-4, "batch_size": 4}),
                 dict(patch_size=8, tubelet_size=2, spatial_depth=4, temporal_depth=2, embed_dim=192, num_heads=3,
                      drop_path_rate=0.0, time_embed_std=0.5, global_pool="cls_moments",
                      stem=((16, 3, (2, 2, 2)), (32, 3, (1, 2, 2)), (192, 3, (1, 2, 2))))),

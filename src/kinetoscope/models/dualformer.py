@@ -67,7 +67,7 @@ from ..layers import (
     window_reverse,
 )
 from ._base import FeatureTaps, VideoModel, check_grid_pool, init_weights_trunc_normal, stage_group_matcher
-from ._config import NANO_RECIPE, ModelConfig, PaperReference, ReleasedWeights
+from ._config import NANO_RECIPE_FULL_FRAME, ModelConfig, PaperReference, ReleasedWeights
 from ._registry import Variant, register_variants
 from ._weights import (
     CheckpointFormat,
@@ -590,7 +590,7 @@ VARIANTS = [
     # 1-1.25x the crop (the default 1.14-1.43x shows objects larger than the full-frame validation does:
     # 92.5 / 93.8 % -> 96.2 / 95.0 % over two seeds); docs/benchmarks/temporal_truth.md
     Variant(ModelConfig(name="dualformer_nano", num_frames=16, img_size=64, test_views="2x1", sampling="uniform:16",
-                        min_input=(4, 32), recipe={**NANO_RECIPE, "clip_grad": 1.0, "train_short_side": [1.0, 1.25]}),
+                        min_input=(4, 32), recipe={**NANO_RECIPE_FULL_FRAME, "clip_grad": 1.0}),
             dict(embed_dims=(48, 96, 192), num_heads=(2, 4, 8), depths=(2, 2, 2), temporal_pool=(1, 1),
                  window=(4, 4, 4), drop_path_rate=0.0, head_drop_rate=0.0, global_pool="moments")),
 ]  # fmt: skip
