@@ -58,7 +58,8 @@ def seeded_clip(frames: int, size: int, seed: int = 1) -> torch.Tensor:
 # the backbones they pinned, built explicitly.
 _DUALFORMER_PINNED = dict(embed_dims=(32, 64, 128, 256), num_heads=(1, 2, 4, 8), depths=(2, 2, 2, 2),
                           temporal_pool=(1, 1, 1), global_pool="avg")  # fmt: skip
-_SCT_PAPER = dict(stem=None, frame_feature="cls")  # Eq. 1's E, Eq. 8's frame [CLS]
+# sct_nano before issue 15's changes to its embedding, clip encoder and hashing; Eq. 1's E, Eq. 8's frame [CLS]
+_SCT_PINNED = dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, n_hashes=2, stem=None, frame_feature="cls")
 
 # (id, model name, constructor kwargs, input (frames, size))
 CASES = [
@@ -80,18 +81,8 @@ CASES = [
     # sct and cst: the nanos' architecture before issue 15 gave them tubelets (and CST 8 px patches, a conv stem
     # and a head that reads the patch tokens' moments, SCT a wider and deeper clip encoder, a conv stem, the
     # tokens' mean beside the frame [CLS] and the family's 4 hash rounds in place of 2)
-    (
-        "sct",
-        "sct_nano",
-        dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, n_hashes=2, **_SCT_PAPER),
-        (8, 64),
-    ),
-    (
-        "sct_padded",
-        "sct_nano",
-        dict(num_frames=8, tubelet_size=1, clip_dim=64, clip_depth=1, n_hashes=2, **_SCT_PAPER),
-        (5, 45),
-    ),
+    ("sct", "sct_nano", _SCT_PINNED, (8, 64)),
+    ("sct_padded", "sct_nano", _SCT_PINNED, (5, 45)),
     (
         "cst",
         "cst_nano",
